@@ -1,0 +1,38 @@
+# Two commands do everything: `make run` (the tutorial, headless, with a report) and `make test`.
+# Both install what is missing: Debian packages the lab needs, then .venv with the package.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PKGS := iproute2 iptables openssh-server sudo curl
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test bench system venv lab-down clean
+
+system:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make: installing missing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || { echo "make: creating $(VENV)"; python3 -m venv $(VENV); }
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+test: system $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider
+
+run: system $(STAMP)
+	$(VENV)/bin/tproxy-nb run
+
+bench: system $(STAMP)
+	$(PY) -m bench
+
+lab-down: $(STAMP)
+	$(VENV)/bin/tproxy-nb lab down
+
+clean: lab-down
+	rm -rf build $(VENV)

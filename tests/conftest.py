@@ -1,0 +1,58 @@
+"""Shared fixtures: one lab per test session, a Host connected to it, default settings.
+
+Tests that touch a host are marked ``lab``; they need root and network namespaces.
+The lab is brought down when the session ends, even when tests fail.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _lab_possible() -> str | None:
+    if sys.platform != "linux":
+        return "the lab needs Linux"
+    if os.geteuid() != 0:
+        return "the lab needs root"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    why = _lab_possible()
+    if why:
+        for item in items:
+            if "lab" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=why))
+
+
+@pytest.fixture(scope="session")
+def lab_info():
+    """The running lab (up once per session; down at the end, whatever happened)."""
+    from tproxy_nb import lab
+
+    info = lab.up()
+    try:
+        yield info
+    finally:
+        lab.down()
+
+
+@pytest.fixture(scope="session")
+def host(lab_info):
+    """A Host connected to the lab's host namespace under strict host-key checking."""
+    h = lab_info.host_obj()
+    yield h
+    h.close()
+
+
+@pytest.fixture(scope="session")
+def settings():
+    from tproxy_nb.settings import Settings
+
+    return Settings()

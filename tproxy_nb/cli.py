@@ -1,0 +1,201 @@
+"""``tproxy-nb``: the command line, a thin layer over the library.
+
+Exit codes: 0 ok, 1 a check ran and saw an outcome other than the expected one,
+2 bad usage, bad input or a target that could not do the job (one paragraph, no
+traceback unless ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from typing import Callable
+
+from .errors import TproxyError
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _common(p: argparse.ArgumentParser, target: bool = True, settings: bool = True, plan: bool = False) -> None:
+    if target:
+        p.add_argument("--target", default="lab", help="'lab' (default) or user@host[:port]")
+        p.add_argument("--key", default=None, help="private key file for a non-lab target")
+        p.add_argument("--known-hosts", default=None, help="known_hosts file (default ~/.ssh/known_hosts)")
+    if settings:
+        p.add_argument("--settings", default=None, help="settings YAML file (default: built-in settings)")
+    if plan:
+        p.add_argument("--plan", action="store_true", help="show what would change, change nothing")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="tproxy-nb", description="Reproduce and explain an Envoy transparent-proxy egress setup.")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    lab = sub.add_parser("lab", help="the local lab (network namespaces + sshd)")
+    lab.add_argument("action", choices=["up", "down", "status"])
+    lab.add_argument("--json", action="store_true")
+    lab.add_argument("--settings", default=None, help="settings YAML (down: which paths/base ids to clean)")
+
+    p = sub.add_parser("provision", help="users, Envoy binary, certificates and configs on the target")
+    _common(p, plan=True)
+    p.add_argument("--remove", action="store_true", help="undo provisioning (users, files)")
+
+    p = sub.add_parser("iptables", help="the ENVOY_EGRESS NAT chain")
+    p.add_argument("action", choices=["apply", "show", "remove"])
+    _common(p, plan=True)
+    p.add_argument("--guard", type=float, default=None, help="rollback guard in seconds (default: on for non-lab targets)")
+
+    p = sub.add_parser("envoy", help="the three Envoy processes")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    _common(p)
+
+    p = sub.add_parser("check", help="run the four curl cases as the service user")
+    _common(p)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--repeat", type=int, default=1)
+
+    p = sub.add_parser("run", help="lab up + every notebook headless + report in build/report/")
+    _common(p)
+    p.add_argument("--out", default="build/report")
+    return ap
+
+
+def _settings(args):
+    from .settings import load_settings
+
+    return load_settings(args.settings)
+
+
+def _host(args):
+    from .targets import connect
+
+    return connect(args.target, key_file=args.key, known_hosts=args.known_hosts)
+
+
+def _print_plan(plan, as_json: bool = False) -> None:
+    print(json.dumps(plan.to_dict(), indent=2) if as_json else str(plan))
+
+
+def cmd_lab(args) -> int:
+    from . import lab
+
+    if args.action == "up":
+        info = lab.up(progress=not args.json)
+        print(lab.to_json(info) if args.json else f"lab is up: ssh -i {info.key_file} -o UserKnownHostsFile={info.known_hosts} {info.user}@{info.host}")
+    elif args.action == "down":
+        settings = _settings(args) if args.settings else None
+        removed = lab.down(settings)
+        if args.json:
+            print(json.dumps({"removed": removed}))
+        else:
+            print("lab is down" + (": removed " + ", ".join(removed) if removed else " (nothing was there)"))
+    else:
+        info = lab.status()
+        if args.json:
+            print(lab.to_json(info))
+        else:
+            print(("healthy" if info.healthy else "not healthy: " + "; ".join(info.problems)) + f" ({info.user}@{info.host}:{info.port})")
+    return EXIT_OK
+
+
+def cmd_provision(args) -> int:
+    from . import provision
+
+    settings = _settings(args)
+    host = _host(args)
+    with host:
+        if args.remove:
+            plans = provision.plan_remove(host, settings)
+        else:
+            plans = provision.plan_all(host, settings)
+        for plan in plans:
+            if not args.plan:
+                plan.apply(host)
+            _print_plan(plan)
+    return EXIT_OK
+
+
+def cmd_iptables(args) -> int:
+    from . import iptables
+    from .targets import is_lab
+
+    settings = _settings(args)
+    host = _host(args)
+    with host:
+        if args.action == "show":
+            print("backend:", iptables.backend(host))
+            df = iptables.show(host)
+            print(df.to_string(index=False) if len(df) else "ENVOY_EGRESS is not applied")
+            return EXIT_OK
+        if args.action == "apply":
+            plan = iptables.plan_apply(host, settings)
+            if not args.plan and not plan.empty:
+                guard = args.guard if args.guard is not None else (None if is_lab(args.target) else 20)
+                iptables.apply(host, settings, guard_seconds=guard)
+        else:
+            plan = iptables.plan_remove(host)
+            if not args.plan:
+                plan.apply(host)
+        _print_plan(plan)
+    return EXIT_OK
+
+
+def cmd_envoy(args) -> int:
+    from . import envoy
+
+    settings = _settings(args)
+    host = _host(args)
+    with host:
+        if args.action == "start":
+            envoy.start(host, settings)
+        elif args.action == "stop":
+            envoy.stop(host, settings)
+        print(envoy.status(host, settings).to_string(index=False))
+    return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    from . import curl
+
+    settings = _settings(args)
+    host = _host(args)
+    with host:
+        df = curl.run_cases(host, settings, repeat=args.repeat, progress=not args.json)
+    if args.json:
+        print(json.dumps(curl.to_records(df), indent=2))
+    else:
+        print(df[["case", "url", "outcome", "expected", "http_code", "exit_code", "error"]].to_string(index=False))
+    return EXIT_OK if bool(df["as_expected"].all()) else EXIT_CHECK_FAILED
+
+
+def cmd_run(args) -> int:
+    from . import report
+
+    return report.run_all(target=args.target, key_file=args.key, settings_file=args.settings, out_dir=args.out)
+
+
+COMMANDS: dict[str, Callable] = {
+    "lab": cmd_lab, "provision": cmd_provision, "iptables": cmd_iptables,
+    "envoy": cmd_envoy, "check": cmd_check, "run": cmd_run,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except TproxyError as e:
+        if args.debug:
+            raise
+        print(f"tproxy-nb {args.command}: " + textwrap.fill(str(e).split("\n")[0], 100) + ("\n" + "\n".join(str(e).split("\n")[1:]) if "\n" in str(e) else ""), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"tproxy-nb {args.command}: interrupted; re-run the same command to finish (every step is idempotent).", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

