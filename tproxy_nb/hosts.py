@@ -609,9 +609,12 @@ def require_sudo(host: Host) -> None:
         )
 
 
-def which(host: Host, names: Iterable[str]) -> dict[str, str | None]:
-    """Path of each program on the host, or None where it is missing."""
+def which(host: Host, names: Iterable[str], sudo: bool = False) -> dict[str, str | None]:
+    """Path of each program on the host, or None where it is missing.
+
+    sudo: look in root's PATH (sbin directories), where iptables and useradd live.
+    """
     names = list(names)
     script = "; ".join(f"printf '%s\\n' \"$(command -v {shlex.quote(n)} || true)\"" for n in names)
-    lines = host.run(script, check=False, timeout=30).stdout.split("\n")
+    lines = host.run(script, sudo=sudo, check=False, timeout=30).stdout.split("\n")
     return {n: (lines[i].strip() or None) if i < len(lines) else None for i, n in enumerate(names)}

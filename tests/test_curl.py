@@ -1,0 +1,77 @@
+"""curl: parsing its write-out, classifying outcomes, timing phases (pure)."""
+
+import json
+
+import pytest
+
+from tproxy_nb.curl import MARKER, cases, classify, parse_output, phases, to_frame, to_records
+from tproxy_nb.settings import Settings
+
+
+def test_four_cases_follow_the_settings():
+    names = [(c.name, c.url, c.expected) for c in cases(Settings())]
+    assert names == [
+        ("http allowed", "http://www.google.com/", "allowed"),
+        ("http denied", "http://www.lyft.com/", "denied"),
+        ("https allowed", "https://www.google.com/", "allowed"),
+        ("https denied", "https://www.lyft.com/", "reset"),
+    ]
+    flipped = cases(Settings().replace(allowed_hosts=("www.google.com", "www.lyft.com")))
+    assert [c.expected for c in flipped] == ["allowed"] * 4
+
+
+@pytest.mark.parametrize("code,exit_code,error,outcome", [
+    (200, 0, None, "allowed"),
+    (204, 0, None, "allowed"),
+    (403, 0, None, "denied"),
+    (0, 35, "curl: (35) Recv failure: Connection reset by peer", "reset"),
+    (0, 56, "curl: (56) Recv failure: Connection reset by peer", "reset"),
+    (0, 7, "curl: (7) Failed to connect", "error"),
+    (503, 0, None, "error"),
+    (0, 28, "curl: (28) Operation timed out", "error"),
+])
+def test_classify(code, exit_code, error, outcome):
+    assert classify(code, exit_code, error) == outcome
+
+
+def _out(body, **info):
+    return body + MARKER + json.dumps(info)
+
+
+def test_parse_output_splits_body_and_json():
+    rec = parse_output(_out("Hello from www.google.com\n", http_code=200, time_total=0.0123, local_port=40000), "", 0)
+    assert rec["body"] == "Hello from www.google.com\n"
+    assert rec["http_code"] == 200 and rec["local_port"] == 40000 and rec["error"] is None
+
+
+def test_parse_output_keeps_the_error_of_a_reset():
+    rec = parse_output(MARKER + json.dumps({"http_code": 0, "exitcode": 35}), "curl: (35) Recv failure: Connection reset by peer\n", 35)
+    assert rec["exit_code"] == 35 and "reset by peer" in rec["error"]
+
+
+def test_garbage_output_does_not_raise():
+    rec = parse_output("\x00not json" + MARKER + "{broken", "", 0)
+    assert rec["exit_code"] == 0 and "http_code" not in rec
+
+
+def test_phases_are_derived_like_httpstat():
+    df = to_frame([{"case": "https allowed", "run": 0, "outcome": "allowed", "time_namelookup": 0.001, "time_connect": 0.003,
+                    "time_appconnect": 0.010, "time_pretransfer": 0.011, "time_starttransfer": 0.020, "time_total": 0.021}])
+    p = phases(df).iloc[0]
+    assert p["dns"] == pytest.approx(1.0) and p["connect"] == pytest.approx(2.0)
+    assert p["tls"] == pytest.approx(7.0) and p["server"] == pytest.approx(9.0) and p["transfer"] == pytest.approx(1.0)
+
+
+def test_http_has_no_tls_phase():
+    df = to_frame([{"case": "http allowed", "time_namelookup": 0.001, "time_connect": 0.002, "time_appconnect": 0.0,
+                    "time_pretransfer": 0.002, "time_starttransfer": 0.004, "time_total": 0.004}])
+    assert phases(df).iloc[0]["tls"] == 0
+
+
+def test_json_records_have_the_documented_fields():
+    df = to_frame([{"case": "http denied", "url": "http://www.lyft.com/", "outcome": "denied", "expected": "denied",
+                    "http_code": 403, "exit_code": 0, "error": None, "time_total": 0.002}])
+    rec = to_records(df)[0]
+    assert rec["case"] == "http denied" and rec["http_code"] == 403 and rec["error"] is None
+    assert rec["timings"]["time_total"] == 0.002
+    json.dumps(rec)

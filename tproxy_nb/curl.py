@@ -1,0 +1,178 @@
+"""The four requests of the write-up, made with real curl on the target, and what became of them.
+
+Running (``run_cases``) touches the host; everything else is pure: parsing
+curl's ``-w '%{json}'`` output, classifying an outcome, deriving timing phases.
+
+Example::
+
+    df = run_cases(host, settings, repeat=5)
+    df.groupby("case").outcome.value_counts()
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .hosts import Host
+from .settings import Settings
+
+#: Separates the response body from curl's JSON write-out on stdout.
+MARKER = "\n__TPROXY_NB_CURL__"
+OUTCOMES = ("allowed", "denied", "reset", "error")
+#: Timing fields of curl's write-out, in seconds.
+TIMING_FIELDS = ("time_namelookup", "time_connect", "time_appconnect", "time_pretransfer", "time_starttransfer", "time_total")
+#: Phases derived from those fields as httpstat does.
+PHASES = ("dns", "connect", "tls", "server", "transfer")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One request of the write-up and what the chain should do with it."""
+
+    name: str
+    url: str
+    expected: str  # one of OUTCOMES
+
+
+def cases(s: Settings) -> list[Case]:
+    """The four cases: allowed and denied host, over HTTP and HTTPS."""
+    ok, bad = s.allowed_hosts[0], (s.denied_examples or ("www.lyft.com",))[0]
+    return [
+        Case("http allowed", f"http://{ok}/", "allowed"),
+        Case("http denied", f"http://{bad}/", "allowed" if bad in s.allowed_hosts else "denied"),
+        Case("https allowed", f"https://{ok}/", "allowed"),
+        Case("https denied", f"https://{bad}/", "allowed" if bad in s.allowed_hosts else "reset"),
+    ]
+
+
+def curl_command(url: str, max_time: float = 10) -> list[str]:
+    """The curl invocation: body, then a marker, then curl's own JSON about the transfer."""
+    return ["curl", "-sS", "--max-time", f"{max_time:g}", "-w", MARKER.replace("\n", "\\n") + "%{json}", url]
+
+
+def parse_output(stdout: str, stderr: str, exit_code: int) -> dict:
+    """Split curl's stdout into body and write-out JSON; add exit code and error text.
+
+    Example: ``parse_output('hi\\n__TPROXY_NB_CURL__{"http_code":200}', '', 0)["http_code"]`` -> 200.
+    """
+    body, sep, meta = stdout.rpartition(MARKER)
+    if not sep:
+        body, meta = stdout, ""
+    try:
+        info = json.loads(meta) if meta.strip() else {}
+    except json.JSONDecodeError:
+        info = {}
+    error = stderr.strip().splitlines()[-1] if stderr.strip() else (info.get("errormsg") or "")
+    return {**info, "body": body, "exit_code": exit_code, "error": error or None}
+
+
+def classify(http_code: int | None, exit_code: int, error: str | None = None) -> str:
+    """``allowed`` (2xx), ``denied`` (403), ``reset`` (connection reset: curl exit 35 or 56) or ``error``.
+
+    Example: ``classify(0, 35, "Recv failure: Connection reset by peer")`` -> ``"reset"``.
+    """
+    if exit_code == 0 and http_code is not None and 200 <= http_code < 300:
+        return "allowed"
+    if exit_code == 0 and http_code == 403:
+        return "denied"
+    if exit_code in (35, 56) and (error is None or "reset" in error.lower()):
+        return "reset"
+    return "error"
+
+
+def run_case(host: Host, case: Case, user: str, max_time: float = 10) -> dict:
+    """Run one case as ``user`` on the host; return one flat record."""
+    r = host.run(curl_command(case.url, max_time), user=user, check=False, timeout=max_time + 15)
+    rec = parse_output(r.stdout, r.stderr, r.exit_code)
+    code = rec.get("http_code") or None
+    rec.update(case=case.name, url=case.url, expected=case.expected, user=user,
+               http_code=code, outcome=classify(code, r.exit_code, rec["error"]))
+    rec["as_expected"] = rec["outcome"] == case.expected
+    return rec
+
+
+def run_cases(host: Host, s: Settings, repeat: int = 1, as_user: str | None = None,
+              progress: bool = True, max_time: float = 10) -> pd.DataFrame:
+    """Run the four cases ``repeat`` times each; one row per request.
+
+    as_user: ``None`` or ``"service"`` for the service user (through the proxy), ``"envoy"`` for the
+    envoy user (its traffic bypasses the chain, so every case is expected to be ``allowed``).
+    """
+    if repeat < 1:
+        raise ValueError("repeat must be at least 1")
+    user = s.envoy.user if as_user == "envoy" else s.service.user
+    todo = [(i, c) for i in range(repeat) for c in cases(s)]
+    if as_user == "envoy":
+        todo = [(i, Case(c.name, c.url, "allowed")) for i, c in todo]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc=f"curl as {user}", unit="req", leave=False)
+    rows = []
+    try:
+        for i, case in todo:
+            rec = run_case(host, case, user, max_time)
+            rec["run"] = i
+            rows.append(rec)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return to_frame(rows)
+
+
+def to_frame(rows: list[dict]) -> pd.DataFrame:
+    """Records from :func:`run_case` as a DataFrame with the main columns first."""
+    df = pd.DataFrame(rows)
+    first = ["case", "run", "user", "url", "outcome", "expected", "as_expected", "http_code", "exit_code", "error", "local_port"]
+    for col in first + list(TIMING_FIELDS):
+        if col not in df:
+            df[col] = None
+    df["http_code"] = pd.array(df["http_code"], dtype="Int64")
+    df["local_port"] = pd.array(df["local_port"], dtype="Int64")
+    return df[first + [c for c in df.columns if c not in first]]
+
+
+def phases(df: pd.DataFrame) -> pd.DataFrame:
+    """Timing phases per request, in milliseconds, derived from curl's cumulative times (as httpstat does).
+
+    dns = namelookup; connect = connect - namelookup; tls = appconnect - connect (0 for HTTP);
+    server = starttransfer - pretransfer; transfer = total - starttransfer.
+    """
+    t = df[list(TIMING_FIELDS)].astype(float).fillna(0.0)
+    tls_end = t["time_appconnect"].where(t["time_appconnect"] > 0, t["time_connect"])
+    out = pd.DataFrame({
+        "dns": t["time_namelookup"],
+        "connect": t["time_connect"] - t["time_namelookup"],
+        "tls": tls_end - t["time_connect"],
+        "server": t["time_starttransfer"] - t["time_pretransfer"],
+        "transfer": t["time_total"] - t["time_starttransfer"],
+    }).clip(lower=0) * 1000.0
+    keep = [c for c in ("case", "run", "user", "outcome") if c in df]
+    return pd.concat([df[keep].reset_index(drop=True), out.reset_index(drop=True)], axis=1)
+
+
+def to_records(df: pd.DataFrame) -> list[dict]:
+    """The JSON shape of ``tproxy-nb check --json``: case, url, outcome, http_code, exit_code, error, timings (s)."""
+    out = []
+    for _, row in df.iterrows():
+        rec = {k: _plain(row.get(k)) for k in ("case", "url", "outcome", "expected", "http_code", "exit_code", "error")}
+        rec["timings"] = {k: _plain(row.get(k)) for k in TIMING_FIELDS}
+        out.append(rec)
+    return out
+
+
+def _plain(v):
+    if v is None or v is pd.NA:
+        return None
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if hasattr(v, "item"):
+        return v.item()
+    return v
