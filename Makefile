@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PKGS := iproute2 iptables openssh-server sudo curl
+APT_PKGS := iproute2 iptables nftables openssh-server sudo curl
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: run test bench system venv lab-down clean

@@ -7,6 +7,7 @@ The lab is brought down when the session ends, even when tests fail.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -56,3 +57,13 @@ def settings():
     from tproxy_nb.settings import Settings
 
     return Settings()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

@@ -3,7 +3,6 @@
 import hashlib
 import io
 import json
-import socket
 import subprocess
 import sys
 
@@ -142,16 +141,8 @@ def test_trust_host_key_adds_only_the_expected_key(lab_info, tmp_path):
     assert h.run("true").ok
 
 
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def test_closed_port_is_a_clear_error(lab_info):
-    h = Host("127.0.0.1", user="nobody", port=_closed_port(), key_file=lab_info.key_file, known_hosts=lab_info.known_hosts, connect_timeout=2)
+def test_closed_port_is_a_clear_error(lab_info, closed_port):
+    h = Host("127.0.0.1", user="nobody", port=closed_port, key_file=lab_info.key_file, known_hosts=lab_info.known_hosts, connect_timeout=2)
     with pytest.raises(ConnectError, match="Cannot connect to 127.0.0.1"):
         h.run("true")
 

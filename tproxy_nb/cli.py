@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import textwrap
 from typing import Callable
 
 from .errors import TproxyError
@@ -72,7 +71,9 @@ def _settings(args):
 def _host(args):
     from .targets import connect
 
-    return connect(args.target, key_file=args.key, known_hosts=args.known_hosts)
+    host = connect(args.target, key_file=args.key, known_hosts=args.known_hosts)
+    host.connect()  # fail here, before any progress bar or plan is shown
+    return host
 
 
 def _print_plan(plan, as_json: bool = False) -> None:
@@ -131,9 +132,10 @@ def cmd_iptables(args) -> int:
             print(df.to_string(index=False) if len(df) else "ENVOY_EGRESS is not applied")
             return EXIT_OK
         if args.action == "apply":
-            plan = iptables.plan_apply(host, settings)
+            # The lab's sshd is local: no one can be locked out there, so no rollback guard by default.
+            guard = args.guard if args.guard is not None else (None if is_lab(args.target) else iptables.DEFAULT_GUARD_SECONDS)
+            plan = iptables.plan_apply(host, settings, guard_seconds=guard)
             if not args.plan and not plan.empty:
-                guard = args.guard if args.guard is not None else (None if is_lab(args.target) else 20)
                 iptables.apply(host, settings, guard_seconds=guard)
         else:
             plan = iptables.plan_remove(host)
@@ -190,7 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     except TproxyError as e:
         if args.debug:
             raise
-        print(f"tproxy-nb {args.command}: " + textwrap.fill(str(e).split("\n")[0], 100) + ("\n" + "\n".join(str(e).split("\n")[1:]) if "\n" in str(e) else ""), file=sys.stderr)
+        print(f"tproxy-nb {args.command}: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as e:
+        # A local file or socket problem (unreadable key, full disk): still one paragraph, still exit 2.
+        if args.debug:
+            raise
+        print(f"tproxy-nb {args.command}: {e.strerror or e} ({getattr(e, 'filename', None) or 'no file'}). Fix that and re-run; every step is idempotent.", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"tproxy-nb {args.command}: interrupted; re-run the same command to finish (every step is idempotent).", file=sys.stderr)

@@ -20,7 +20,6 @@ import select
 import shlex
 import socket
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterable, Sequence
@@ -285,7 +284,8 @@ class Host:
             raise ConnectError(f"The key file {self.key_file} does not exist. Pass key_file= (or --key) with the private key that logs in as {self.user} on {self.hostname}.")
         try:
             return paramiko.PKey.from_path(self.key_file, password=self.passphrase)
-        except paramiko.PasswordRequiredException:
+        except (paramiko.PasswordRequiredException, TypeError):
+            # paramiko raises TypeError for an encrypted OpenSSH-format key without a password.
             raise ConnectError(
                 f"The key {self.key_file} is protected by a passphrase and none was given. "
                 "Pass passphrase= to Host, or load the key into ssh-agent-free use with a key that has none."
@@ -459,7 +459,11 @@ class Host:
                 self.run(fix, sudo=sudo)
             return bool(fixes)
         sftp = self._sftp_client()
-        staging = remote if not sudo else f"/tmp/.tproxy-nb-{uuid.uuid4().hex}"
+        staging_dir = None
+        if sudo:
+            # A private (0700) directory: a key being staged is never readable by other users, not even briefly.
+            staging_dir = self.run(["mktemp", "-d", "/tmp/.tproxy-nb-XXXXXXXX"]).stdout.strip()
+        staging = remote if not sudo else f"{staging_dir}/upload"
         if not sudo:
             self.run(["mkdir", "-p", "--", os.path.dirname(remote) or "."])
         show = progress if progress is not None else size >= PROGRESS_MIN_BYTES
@@ -477,8 +481,8 @@ class Host:
             else:
                 sftp.chmod(staging, mode)
         finally:
-            if sudo:
-                self.run(["rm", "-f", "--", staging], check=False)
+            if staging_dir:
+                self.run(["rm", "-rf", "--", staging_dir], check=False)
         got = self.sha256(remote, sudo=sudo)
         if got != digest:
             raise TproxyError(f"Upload of {remote} to {self.name} arrived corrupted (sha256 {got} != {digest}). Retry; check free disk space on the host.")
@@ -500,7 +504,8 @@ class Host:
             raise TproxyError(f"{remote} does not exist on {self.name} (or cannot be read); nothing was downloaded.")
         src = remote
         if sudo:
-            src = f"/tmp/.tproxy-nb-{uuid.uuid4().hex}"
+            staging_dir = self.run(["mktemp", "-d", "/tmp/.tproxy-nb-XXXXXXXX"]).stdout.strip()
+            src = f"{staging_dir}/download"
             self.run(["install", "-m", "600", "-o", self.user, "--", remote, src], sudo=True, timeout=300)
         try:
             buf = io.BytesIO()
@@ -510,7 +515,7 @@ class Host:
                 sftp.getfo(src, buf, callback=cb)
         finally:
             if sudo:
-                self.run(["rm", "-f", "--", src], check=False)
+                self.run(["rm", "-rf", "--", staging_dir], check=False)
         data = buf.getvalue()
         if hashlib.sha256(data).hexdigest() != digest:
             raise TproxyError(f"{remote} changed while it was downloaded from {self.name}; retry.")

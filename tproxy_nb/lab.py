@@ -53,6 +53,8 @@ ACCOUNT_MARK = "tproxy-nb"
 STATE_DIR = Path(os.environ.get("TPROXY_NB_LAB_DIR", "/var/lib/tproxy-nb-lab"))
 SUDOERS = Path("/etc/sudoers.d/tproxy-nb-lab")
 NETNS_ETC = Path("/etc/netns")
+#: Where the iptables rollback guard keeps its backup on the (lab) host.
+GUARD_DIR = Path("/run/tproxy-nb")
 SSH_PORT = 22
 
 
@@ -319,7 +321,6 @@ def _start_sshd() -> None:
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
             "PermitRootLogin no",
-            f"AllowUsers {LOGIN_USER}",
             "UsePAM no",
             "StrictModes yes",
             "X11Forwarding no",
@@ -396,7 +397,7 @@ def leftovers(settings: Settings | None = None) -> list[str]:
     s = settings or Settings()
     found = [f"namespace {ns}" for ns in existing_namespaces()]
     found += [f"user {p.pw_name}" for p in our_accounts()]
-    for path in (STATE_DIR, SUDOERS, NETNS_ETC / HOST_NS, NETNS_ETC / INET_NS, Path(s.paths.root)):
+    for path in (STATE_DIR, SUDOERS, NETNS_ETC / HOST_NS, NETNS_ETC / INET_NS, Path(s.paths.root), GUARD_DIR):
         if path.exists():
             found.append(f"file {path}")
     found += [f"shared memory {p}" for p in _our_shm(s)]
@@ -467,7 +468,7 @@ def down(settings: Settings | None = None) -> list[str]:
     if (root / ".tproxy-nb").exists():
         shutil.rmtree(root, ignore_errors=True)
         removed.append(f"directory {root}")
-    for path in (SUDOERS, NETNS_ETC / HOST_NS, NETNS_ETC / INET_NS, STATE_DIR):
+    for path in (SUDOERS, NETNS_ETC / HOST_NS, NETNS_ETC / INET_NS, STATE_DIR, GUARD_DIR):
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
             removed.append(str(path))

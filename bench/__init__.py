@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): numbers are written to build/bench/, never asserted in tests."""

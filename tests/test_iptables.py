@@ -1,0 +1,457 @@
+"""Pure tests of tproxy_nb.iptables: render, parse, plan, simulate; no host, no root.
+
+Golden files live in tests/golden/iptables/: ``save-*.txt`` are real ``iptables-save -c -t nat``
+outputs captured in a scratch network namespace (nft and legacy backends); ``render-*``,
+``plan-*``, ``remove-*`` and ``parse-*`` are expected outputs. Regenerate the expected ones after
+a deliberate change with ``TPROXY_NB_UPDATE_GOLDEN=1 pytest tests/test_iptables.py`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tproxy_nb import iptables as ipt
+from tproxy_nb.errors import StepError
+from tproxy_nb.hosts import Result
+from tproxy_nb.settings import Settings, load_settings
+
+GOLDEN = Path(__file__).parent / "golden" / "iptables"
+UPDATE = os.environ.get("TPROXY_NB_UPDATE_GOLDEN") == "1"
+
+
+def golden(name: str, actual: str) -> None:
+    """Compare with (or, when updating, write) a golden file."""
+    path = GOLDEN / name
+    if UPDATE:
+        path.write_text(actual)
+    assert path.exists(), f"missing golden file {path}; run with TPROXY_NB_UPDATE_GOLDEN=1 to create it"
+    assert actual == path.read_text(), f"{name} differs from the golden file"
+
+
+def sample(name: str) -> dict[str, ipt.Table]:
+    return ipt.parse_save((GOLDEN / name).read_text())
+
+
+def custom_settings() -> Settings:
+    return load_settings(None, envoy={"uid": 3001, "gid": 3002}, ports={"http_redirect": 15080, "tls_redirect": 15443})
+
+
+def restore_text(plan) -> str:
+    """The restore input of a plan ('' for an empty plan)."""
+    assert len(plan.changes) <= 1
+    return plan.changes[0].action.text if plan.changes else ""
+
+
+# --------------------------------------------------------------------------- render
+
+
+@pytest.mark.parametrize("name, make", [("default", Settings), ("custom", custom_settings)])
+def test_render_matches_golden(name, make):
+    golden(f"render-{name}.rules", ipt.render_rules(make()))
+
+
+def test_every_rule_carries_our_comment():
+    for line in ipt.render_rules(Settings()).splitlines():
+        if line.startswith("-A "):
+            assert ' -m comment --comment "tproxy-nb: ' in line, line
+
+
+def test_render_follows_settings():
+    text = ipt.render_rules(custom_settings())
+    assert "--uid-owner 3001 " in text and "--gid-owner 3002 " in text
+    assert "--to-ports 15080" in text and "--to-ports 15443" in text
+    assert "2101" not in text and "12003" not in text and "12000" not in text
+
+
+def test_render_is_what_iptables_lists():
+    # The captured sample was loaded from render_rules(Settings()): iptables printed every line back unchanged.
+    saved = (GOLDEN / "save-nft-applied.txt").read_text()
+    for line in ipt.render_rules(Settings()).splitlines():
+        if line.startswith("-A "):
+            assert line in saved, line
+
+
+def test_explain_rules_one_row_per_rule():
+    df = ipt.explain_rules(Settings())
+    assert list(df.columns) == ["chain", "rule", "why"]
+    rendered = [line for line in ipt.render_rules(Settings()).splitlines() if line.startswith("-A ")]
+    assert list(df["rule"]) == rendered
+    assert df.loc[0, "chain"] == "OUTPUT" and "PREROUTING" in df.loc[0, "why"]
+    assert "SYN" in df.loc[1, "rule"] and "cut that session" in df.loc[1, "why"]
+    assert "loop" in df.loc[2, "why"]
+    assert df["why"].str.len().min() > 40
+
+
+def test_comment_refuses_quotes():
+    with pytest.raises(ValueError):
+        ipt._spec("-p tcp", 'say "hi"', "RETURN")
+
+
+# --------------------------------------------------------------------------- parse
+
+
+def test_parse_nft_sample():
+    nat = sample("save-nft-applied.txt")["nat"]
+    assert list(nat.chains) == ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING", "DOCKER", "ENVOY_EGRESS"]
+    assert nat.chains["OUTPUT"] == ipt.Chain("OUTPUT", "ACCEPT", 2, 120)
+    assert nat.chains["ENVOY_EGRESS"].policy is None
+    hook = nat.chain_rules("OUTPUT")[1]
+    assert (hook.packets, hook.bytes, hook.target, hook.match) == (6, 360, "ENVOY_EGRESS", "-p tcp")
+    assert hook.ours and hook.comment == "tproxy-nb: outbound TCP from this host goes through ENVOY_EGRESS"
+    docker = nat.chain_rules("OUTPUT")[0]
+    assert not docker.ours and docker.match == "'!' -d 127.0.0.0/8 -m addrtype --dst-type LOCAL"
+    http = nat.chain_rules("ENVOY_EGRESS")[5]
+    assert (http.target, http.target_options, http.packets) == ("REDIRECT", "--to-ports 12003", 2)
+    assert all(isinstance(r.packets, int) and isinstance(r.bytes, int) for r in nat.rules)
+
+
+def test_parse_golden_json():
+    tables = sample("save-nft-duplicate-hook.txt")
+    as_data = {name: dataclasses.asdict(t) for name, t in tables.items()}
+    golden("parse-nft-duplicate-hook.json", json.dumps(as_data, indent=1) + "\n")
+
+
+def test_parse_legacy_and_empty_samples():
+    legacy = sample("save-legacy-stale.txt")["nat"]
+    assert [r.target_options for r in legacy.chain_rules("ENVOY_EGRESS")][-1] == "--to-ports 15002"
+    empty = sample("save-nft-empty.txt")["nat"]
+    assert empty.rules == [] and set(empty.chains) == {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"}
+
+
+def test_parse_without_counters_and_warnings():
+    text = "*nat\n:OUTPUT ACCEPT\n-A OUTPUT -j RETURN\n# Warning: iptables-legacy tables present, use iptables-legacy-save to see them\nCOMMIT\n"
+    nat = ipt.parse_save(text)["nat"]
+    assert nat.rules == [ipt.Rule("OUTPUT", "-j RETURN")]
+    assert nat.warnings == ["Warning: iptables-legacy tables present, use iptables-legacy-save to see them"]
+    assert ipt.save_warnings(text) == nat.warnings
+
+
+@pytest.mark.parametrize("text, words", [
+    ("-A OUTPUT -j RETURN\n", r"before any \*table"),
+    ("*nat\nnonsense\nCOMMIT\n", "line 2"),
+    ("*nat\n:OUTPUT ACCEPT [0:0]\n", "cut off"),
+])
+def test_parse_errors_name_the_line(text, words):
+    with pytest.raises(StepError, match=words):
+        ipt.parse_save(text)
+
+
+def test_split_and_normalize_spec():
+    assert ipt.split_spec('-p tcp -m tcp --dport 80 -m comment --comment "tproxy-nb: x" -j REDIRECT --to-ports 1') == \
+        ("-p tcp -m tcp --dport 80", "REDIRECT", "--to-ports 1", "tproxy-nb: x")
+    assert ipt.split_spec("-o lo") == ("-o lo", "", "", None)
+    assert ipt.normalize_spec("-p tcp --dport 80 -j ACCEPT") == ipt.normalize_spec("-p tcp -m tcp --dport 80 -j ACCEPT")
+    assert ipt.normalize_spec('-m comment --comment "a b"') == ipt.normalize_spec("-m comment --comment 'a b'")
+    assert ipt.normalize_spec("-p tcp -m multiport --dports 1,2") != ipt.normalize_spec("-p tcp --dports 1,2")
+
+
+@pytest.mark.parametrize("text, kind", [
+    ("iptables v1.8.9 (nf_tables)\n", "nft"),
+    ("iptables v1.8.7 (legacy)\n", "legacy"),
+    ("iptables v1.6.1\n", "legacy"),
+])
+def test_parse_backend(text, kind):
+    assert ipt.parse_backend(text) == kind
+
+
+def test_parse_backend_rejects_garbage():
+    with pytest.raises(StepError, match="Cannot tell the iptables backend"):
+        ipt.parse_backend("sh: iptables: not found")
+
+
+# --------------------------------------------------------------------------- plan (pyinfra style: golden, run twice)
+
+APPLY_CASES = {
+    # case: (sample, settings factory)
+    "empty": ("save-nft-empty.txt", Settings),
+    "applied": ("save-nft-applied.txt", Settings),
+    "previous-version": ("save-nft-previous-version.txt", Settings),
+    "duplicate-hook": ("save-nft-duplicate-hook.txt", Settings),
+    "legacy-stale": ("save-legacy-stale.txt", Settings),
+    "custom-over-applied": ("save-nft-applied.txt", custom_settings),
+}
+
+
+def foreign(tables: dict[str, ipt.Table]) -> dict[str, list[str]]:
+    """Every rule that is not ours, per chain, in order (with counters: untouched means untouched)."""
+    nat = tables.get("nat") or ipt.empty_table("nat")
+    out: dict[str, list[str]] = {}
+    for r in nat.rules:
+        if not (r.ours or r.target == ipt.CHAIN or r.chain == ipt.CHAIN):
+            out.setdefault(r.chain, []).append(f"[{r.packets}:{r.bytes}] {r.spec}")
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(APPLY_CASES))
+def test_plan_apply_golden_and_idempotent(case):
+    name, make = APPLY_CASES[case]
+    settings, state = make(), sample(name)
+    plan = ipt.plan_from_state(state, settings)
+    text = restore_text(plan)
+    golden(f"plan-{case}.restore", text)
+    after = ipt.simulate_restore(state, text) if text else state
+    again = ipt.plan_from_state(after, settings)
+    assert again.empty, f"not idempotent:\n{again}"
+    assert again.notes[-1].startswith("ENVOY_EGRESS is in place")
+    assert foreign(after) == foreign(state)
+    hooks = [r for r in after["nat"].chain_rules("OUTPUT") if r.target == ipt.CHAIN]
+    assert len(hooks) == 1
+
+
+def test_plan_on_applied_says_in_place():
+    plan = ipt.plan_from_state(sample("save-nft-applied.txt"), Settings())
+    assert plan.empty and plan.notes == ["ENVOY_EGRESS is in place: 7 rules, one hook in OUTPUT"]
+    assert "nothing to change" in str(plan)
+
+
+def test_plan_keeps_a_right_hook_and_its_counters():
+    state = sample("save-nft-applied.txt")
+    after = ipt.simulate_restore(state, restore_text(ipt.plan_from_state(state, custom_settings())))
+    hook = next(r for r in after["nat"].chain_rules("OUTPUT") if r.target == ipt.CHAIN)
+    assert (hook.packets, hook.bytes) == (6, 360)
+
+
+def test_plan_upgrades_a_previous_version_in_place():
+    # The sample is a real chain of an earlier release (no SYN rule): the chain is rewritten, the hook kept.
+    plan = ipt.plan_from_state(sample("save-nft-previous-version.txt"), Settings())
+    text = restore_text(plan)
+    assert plan.changes[0].description.startswith("Rewrite ENVOY_EGRESS")
+    assert "! --tcp-flags FIN,SYN,RST,ACK SYN" in text and "-A OUTPUT" not in text and "-D " not in text
+
+
+def test_plan_duplicate_hook_only_deletes():
+    plan = ipt.plan_from_state(sample("save-nft-duplicate-hook.txt"), Settings())
+    text = restore_text(plan)
+    assert text.count("-D OUTPUT") == 1 and ":ENVOY_EGRESS" not in text and "-A " not in text
+    assert "kept with their counters" in " ".join(plan.notes)
+
+
+def test_plan_shows_restore_text_for_dry_run():
+    plan = ipt.plan_from_state({}, Settings(), guard_seconds=20)
+    shown = str(plan)
+    assert "iptables-restore --noflush" in shown and "20 s" in shown
+    assert "| -A OUTPUT -p tcp" in shown
+    assert plan.changes[0].commands == [] and plan.changes[0].action.guard_seconds == 20
+    assert plan.to_dict()["changes"][0]["description"].startswith("Create ENVOY_EGRESS")
+
+
+def test_plan_deletes_our_comment_outside_the_chain():
+    state = ipt.simulate_restore(sample("save-nft-applied.txt"),
+                                 '*nat\n-A POSTROUTING -m comment --comment "tproxy-nb: left over" -j RETURN\nCOMMIT\n')
+    text = restore_text(ipt.plan_from_state(state, Settings()))
+    assert text == '*nat\n-D POSTROUTING -m comment --comment "tproxy-nb: left over" -j RETURN\nCOMMIT\n'
+
+
+def test_plan_passes_warnings_on():
+    nat = sample("save-nft-applied.txt")["nat"]
+    nat.warnings.append("Warning: iptables-legacy tables present, use iptables-legacy-save to see them")
+    assert "legacy tables present" in ipt.plan_from_state(nat, Settings()).notes[0]
+
+
+REMOVE_CASES = ["save-nft-empty.txt", "save-nft-applied.txt", "save-nft-previous-version.txt",
+                "save-nft-duplicate-hook.txt", "save-legacy-stale.txt"]
+
+
+@pytest.mark.parametrize("name", REMOVE_CASES)
+def test_plan_remove_golden_and_idempotent(name):
+    state = sample(name)
+    plan = ipt.plan_remove_from_state(state)
+    text = restore_text(plan)
+    golden("remove-" + name.removeprefix("save-").removesuffix(".txt") + ".restore", text)
+    after = ipt.simulate_restore(state, text) if text else state
+    assert ipt.CHAIN not in after["nat"].chains
+    assert not any(r.ours or r.target == ipt.CHAIN for r in after["nat"].rules)
+    assert foreign(after) == foreign(state)
+    again = ipt.plan_remove_from_state(after)
+    assert again.empty and again.notes == ["ENVOY_EGRESS is not present; nothing to remove"]
+
+
+def test_remove_also_deletes_uncommented_jumps_to_our_chain():
+    state = ipt.simulate_restore(sample("save-nft-applied.txt"), "*nat\n-A PREROUTING -p tcp -j ENVOY_EGRESS\nCOMMIT\n")
+    plan = ipt.plan_remove_from_state(state)
+    assert "-D PREROUTING -p tcp -j ENVOY_EGRESS" in restore_text(plan)
+    assert "uncommented" in plan.changes[0].description
+    after = ipt.simulate_restore(state, restore_text(plan))
+    assert ipt.plan_remove_from_state(after).empty
+
+
+def test_apply_then_remove_returns_the_original():
+    for name in ("save-nft-empty.txt", "save-nft-applied.txt"):
+        original = sample(name)
+        removed = ipt.simulate_restore(original, restore_text(ipt.plan_remove_from_state(original)))
+        applied = ipt.simulate_restore(removed, restore_text(ipt.plan_from_state(removed, Settings())))
+        again = ipt.simulate_restore(applied, restore_text(ipt.plan_remove_from_state(applied)))
+        assert ipt.ruleset_diff(removed, again) == []
+
+
+# --------------------------------------------------------------------------- simulator and rollback text
+
+
+def test_simulator_refuses_like_iptables_and_changes_nothing():
+    state = sample("save-nft-applied.txt")
+    before = ipt.parse_save((GOLDEN / "save-nft-applied.txt").read_text())
+    with pytest.raises(StepError, match="line 3 failed: Bad rule"):
+        ipt.simulate_restore(state, "*nat\n-A OUTPUT -j RETURN\n-D OUTPUT -p udp -j ACCEPT\nCOMMIT\n")
+    with pytest.raises(StepError, match="still referenced"):
+        ipt.simulate_restore(state, "*nat\n-F ENVOY_EGRESS\n-X ENVOY_EGRESS\nCOMMIT\n")
+    assert ipt.ruleset_diff(before, state) == [] and state["nat"].rules == before["nat"].rules
+
+
+def test_simulator_insert_and_flush_semantics():
+    state = ipt.simulate_restore({}, "*nat\n-A OUTPUT -j A1\n-A OUTPUT -j A2\n-I OUTPUT 2 -j I2\n-I OUTPUT -j I1\nCOMMIT\n")
+    assert [r.spec for r in state["nat"].chain_rules("OUTPUT")] == ["-j I1", "-j A1", "-j I2", "-j A2"]
+    full = ipt.simulate_restore(state, "*nat\n:X - [0:0]\n-A X -j RETURN\nCOMMIT\n", noflush=False)
+    assert full["nat"].chain_rules("OUTPUT") == [] and full["nat"].chain_rules("X") == [ipt.Rule("X", "-j RETURN")]
+
+
+DROP_SSH = "*filter\n-A INPUT -p tcp -m tcp --dport 22 -j DROP\nCOMMIT\n"
+
+
+def test_rollback_text_adds_tables_the_save_lacks():
+    saved = (GOLDEN / "save-nft-applied.txt").read_text()
+    text = ipt.rollback_text(saved, DROP_SSH)
+    assert text.startswith(saved) and text.endswith("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n")
+    # Simulated: apply the SSH-cutting rule, then the full (flushing) rollback: identical to before.
+    original = ipt.parse_save(saved)
+    broken = ipt.simulate_restore(original, DROP_SSH)
+    assert ipt.ruleset_diff(original, broken) != []
+    assert ipt.ruleset_diff(original, ipt.simulate_restore(broken, text, noflush=False)) == []
+    assert ipt.rollback_text(saved, ipt.render_rules(Settings())) == saved
+
+
+def test_strip_counters():
+    a = ipt.strip_counters((GOLDEN / "save-nft-applied.txt").read_text())
+    assert "[" not in a.replace("[0:0]", "") and "Generated" not in a
+    assert ":OUTPUT ACCEPT\n" in a and "-A OUTPUT -p tcp" in a
+
+
+# --------------------------------------------------------------------------- guard shell scripts, run locally
+
+
+def _fake_root(tmp_path: Path) -> dict:
+    """A PATH whose iptables-restore records its input instead of touching the kernel."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "iptables-restore"
+    fake.write_text(f"#!/bin/sh\ncat > {tmp_path}/restored\n")
+    fake.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+@pytest.mark.skipif(not shutil.which("setsid"), reason="needs util-linux setsid")
+def test_guard_timer_fires_and_restores(tmp_path):
+    files = ipt.GuardFiles(str(tmp_path), "t1")
+    Path(files.backup).write_text("*nat\nCOMMIT\n")
+    env = _fake_root(tmp_path)
+    out = subprocess.run(["sh", "-c", ipt.timer_script(files, 0.3)], env=env, capture_output=True, text=True, timeout=10)
+    assert out.stdout.strip().isdigit()
+    deadline = time.monotonic() + 5
+    while not Path(files.path("rolled-back")).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (tmp_path / "restored").read_text() == "*nat\nCOMMIT\n"
+    assert not Path(files.backup).exists()
+    late = subprocess.run(["sh", "-c", ipt.confirm_script(files)], env=env, capture_output=True, text=True, timeout=10)
+    assert late.stdout.strip() == "expired"
+
+
+@pytest.mark.skipif(not shutil.which("setsid"), reason="needs util-linux setsid")
+def test_guard_confirm_cancels_the_timer(tmp_path):
+    files = ipt.GuardFiles(str(tmp_path), "t2")
+    Path(files.backup).write_text("*nat\nCOMMIT\n")
+    env = _fake_root(tmp_path)
+    pid = int(subprocess.run(["sh", "-c", ipt.timer_script(files, 30)], env=env, capture_output=True, text=True, timeout=10).stdout)
+    ok = subprocess.run(["sh", "-c", ipt.confirm_script(files)], env=env, capture_output=True, text=True, timeout=10)
+    assert ok.stdout.strip() == "confirmed" and ok.stderr == ""
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not (tmp_path / "restored").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin"]
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    """True while the process runs (a zombie nobody reaped yet counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+# --------------------------------------------------------------------------- host-facing functions against a scripted host
+
+
+class ScriptedHost:
+    """Answers run() from a table of (command substring -> Result fields); records every call."""
+
+    name = "tester@scripted:22"
+
+    def __init__(self, answers: dict[str, tuple[int, str, str]]):
+        self.answers, self.calls = answers, []
+
+    def run(self, cmd, *, sudo=False, user=None, check=True, timeout=120, stdin=None, hint=""):
+        shown = cmd if isinstance(cmd, str) else " ".join(cmd)
+        self.calls.append((shown, sudo, stdin))
+        for key, (code, out, err) in self.answers.items():
+            if shown.startswith(key):
+                return Result(shown, code, out, err, 0.01, self.name)
+        return Result(shown, 0, "", "", 0.01, self.name)
+
+
+def test_missing_iptables_says_install_the_package():
+    host = ScriptedHost({"command -v": (0, "iptables-save\niptables-restore\n", "")})
+    with pytest.raises(StepError, match="install the `iptables` package"):
+        ipt.plan_apply(host, Settings())
+    host = ScriptedHost({"iptables -V": (127, "", "sh: 1: iptables: not found")})
+    with pytest.raises(StepError, match="install the `iptables` package"):
+        ipt.backend(host)
+
+
+def test_restore_failure_names_the_line_and_says_nothing_changed():
+    text = ipt.render_rules(Settings())
+    host = ScriptedHost({"iptables-restore": (1, "", "iptables-restore: line 5 failed\n")})
+    with pytest.raises(StepError) as e:
+        ipt.restore(host, text)
+    msg = str(e.value)
+    assert "line 5 failed" in msg and text.splitlines()[4] in msg and "Nothing was changed" in msg
+    assert host.calls[-1] == ("iptables-restore --noflush", True, text)
+
+
+def test_restore_failure_nft_wording():
+    text = "*nat\n-A OUTPUT -j RETURN\n-A OUTPUT -j NO_SUCH\nCOMMIT\n"
+    err = ("iptables-restore v1.8.9 (nf_tables): Chain 'NO_SUCH' does not exist\nError occurred at line: 3\n"
+           "Try `iptables-restore -h' or 'iptables-restore --help' for more information.\n")
+    with pytest.raises(StepError) as e:
+        ipt.restore(ScriptedHost({"iptables-restore": (2, "", err)}), text)
+    msg = str(e.value)
+    assert "Chain 'NO_SUCH' does not exist Error occurred at line: 3. " in msg
+    assert "The failing line 3 is: -A OUTPUT -j NO_SUCH" in msg and "Try `" not in msg
+
+
+def test_plan_apply_feeds_restore_through_stdin():
+    host = ScriptedHost({"iptables-save": (0, (GOLDEN / "save-nft-empty.txt").read_text(), "")})
+    plan = ipt.plan_apply(host, Settings(), guard_seconds=None)
+    plan.apply(host)
+    shown, sudo, stdin = host.calls[-1]
+    assert shown == "iptables-restore --noflush" and sudo and stdin == restore_text(plan)
+
+
+def test_show_counters_and_empty():
+    host = ScriptedHost({"iptables-save": (0, (GOLDEN / "save-nft-duplicate-hook.txt").read_text(), "")})
+    df = ipt.show(host)
+    assert list(df.columns) == ["chain", "num", "packets", "bytes", "target", "target_options", "match", "comment"]
+    assert list(df["chain"]) == ["OUTPUT"] * 2 + ["ENVOY_EGRESS"] * 7
+    assert list(df["num"][:2]) == [3, 4]              # positions as iptables -L --line-numbers shows them
+    assert str(df["packets"].dtype) == "int64" and df["packets"].sum() == 6 + 1 + 1 + 2 + 2
+    assert df.iloc[7]["target_options"] == "--to-ports 12003"
+    empty = ipt.show(ScriptedHost({"iptables-save": (0, (GOLDEN / "save-nft-empty.txt").read_text(), "")}))
+    assert empty.empty and list(empty.columns) == list(df.columns)

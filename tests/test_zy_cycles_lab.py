@@ -1,0 +1,38 @@
+"""Runs near the end (it replaces the lab): repair of a half-dead lab, and three full cycles of
+lab up -> chain -> lab down that leave nothing behind (make bench runs 20)."""
+
+import os
+import signal
+
+import pytest
+
+from tproxy_nb import curl, envoy, iptables, lab, provision
+from tproxy_nb.settings import Settings
+
+pytestmark = pytest.mark.lab
+
+
+def test_lab_up_repairs_a_half_dead_lab(lab_info):
+    # As after a killed run: sshd gone, namespaces still there.
+    os.kill(int((lab.STATE_DIR / "sshd.pid").read_text()), signal.SIGKILL)
+    assert not lab.status().healthy
+    info = lab.up()
+    assert info.healthy
+    with info.host_obj() as h:
+        assert h.run("sudo -n true").ok
+
+
+def test_three_cycles_leave_nothing_behind(lab_info):
+    s = Settings()
+    for i in range(3):
+        host = lab.up().host_obj()
+        try:
+            list(provision.provision(host, s))
+            iptables.apply(host, s, guard_seconds=None)
+            envoy.start(host, s)
+            outcomes = curl.run_cases(host, s, progress=False)["outcome"].tolist()
+            assert outcomes == ["allowed", "denied", "allowed", "reset"], f"cycle {i}"
+        finally:
+            host.close()
+            lab.down(s)
+        assert lab.leftovers(s) == [], f"cycle {i}"

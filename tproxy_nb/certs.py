@@ -1,0 +1,261 @@
+"""The chain's certificates: two private CAs, the sidecar's client cert, the gateways' server certs.
+
+Two CAs, so each side trusts only what it must: the gateways accept client
+certificates from the *client CA* only, the sidecar accepts server
+certificates from the *server CA* only. CA private keys stay in the local
+directory; :func:`plan_upload` sends only what Envoy reads.
+
+Local layout (``certs/`` at the repo root, git-ignored), and what goes where::
+
+    client-ca.pem  client-ca.key     CA that signs the sidecar cert   (key stays local)
+    server-ca.pem  server-ca.key     CA that signs the gateway certs  (key stays local)
+    sidecar.pem    sidecar.key       client cert (EKU clientAuth), presented by the sidecar
+    igw.pem        igw.key           server cert of the CONNECT gateway
+    igw_http.pem   igw_http.key      server cert of the plain-HTTP gateway
+
+Example::
+
+    info = generate(None, settings)            # creates or keeps ./certs/*
+    plan_upload(host, settings).apply(host)    # copies the Envoy files to settings.paths.certs
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+
+from . import pki
+from .errors import StepError
+from .hosts import Host
+from .settings import Settings
+from .steps import Plan
+
+#: Renew a certificate when it expires within this many days.
+RENEW_DAYS = 30
+#: The SPIFFE-style identity of the sidecar; the gateways accept only this client.
+SIDECAR_URI = "spiffe://tproxy-nb/sidecar"
+SIDECAR_DNS = "sidecar.tproxy-nb.internal"
+#: Names the sidecar checks in each gateway's certificate (underscore is not valid in DNS).
+GATEWAY_DNS = {"igw": "igw.tproxy-nb.internal", "igw_http": "igw-http.tproxy-nb.internal"}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One certificate we want: its file stem, issuer and identity.
+
+    name: file stem (``<name>.pem`` / ``<name>.key``).
+    issuer: stem of the CA that signs it, or None for a CA itself.
+    cn: subject common name.
+    dns, uris: subject alternative names.
+    client, server: extended key usages.
+    """
+
+    name: str
+    issuer: str | None
+    cn: str
+    dns: tuple[str, ...] = ()
+    uris: tuple[str, ...] = ()
+    client: bool = False
+    server: bool = False
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec("client-ca", None, "tproxy-nb client CA"),
+    Spec("server-ca", None, "tproxy-nb server CA"),
+    Spec("sidecar", "client-ca", "sidecar", dns=(SIDECAR_DNS,), uris=(SIDECAR_URI,), client=True),
+    Spec("igw", "server-ca", GATEWAY_DNS["igw"], dns=(GATEWAY_DNS["igw"],), server=True),
+    Spec("igw_http", "server-ca", GATEWAY_DNS["igw_http"], dns=(GATEWAY_DNS["igw_http"],), server=True),
+)
+
+#: What Envoy reads on the target: (file, mode). CA keys are deliberately absent.
+UPLOAD: tuple[tuple[str, int], ...] = (
+    ("client-ca.pem", 0o644),
+    ("server-ca.pem", 0o644),
+    ("sidecar.pem", 0o644),
+    ("sidecar.key", 0o400),
+    ("igw.pem", 0o644),
+    ("igw.key", 0o400),
+    ("igw_http.pem", 0o644),
+    ("igw_http.key", 0o400),
+)
+
+
+def default_dir() -> Path:
+    """``certs/`` at the repo root when running from a checkout, else ``./certs``.
+
+    Example: ``default_dir()`` -> ``PosixPath('/work/main/certs')``.
+    """
+    root = Path(__file__).resolve().parent.parent
+    return root / "certs" if (root / "pyproject.toml").is_file() else Path.cwd() / "certs"
+
+
+def remote_paths(settings: Settings) -> dict[str, str]:
+    """Where Envoy finds each file on the target (keys used by the config templates).
+
+    settings: the tutorial settings (only ``paths.certs`` is used).
+
+    Example: ``remote_paths(s)["sidecar_cert"]`` -> ``"/opt/tproxy-nb/certs/sidecar.pem"``.
+    """
+    d = settings.paths.certs
+    return {
+        "client_ca": f"{d}/client-ca.pem",
+        "server_ca": f"{d}/server-ca.pem",
+        "sidecar_cert": f"{d}/sidecar.pem",
+        "sidecar_key": f"{d}/sidecar.key",
+        "igw_cert": f"{d}/igw.pem",
+        "igw_key": f"{d}/igw.key",
+        "igw_http_cert": f"{d}/igw_http.pem",
+        "igw_http_key": f"{d}/igw_http.key",
+    }
+
+
+def _usable(pair: pki.KeyPair, spec: Spec, ca: pki.KeyPair | None) -> bool:
+    """True when an existing pair still fits ``spec``: key matches, not expiring, signed by ``ca``, right SANs."""
+    pub = serialization.PublicFormat.SubjectPublicKeyInfo
+    enc = serialization.Encoding.DER
+    if pair.cert.public_key().public_bytes(enc, pub) != pair.key.public_key().public_bytes(enc, pub):
+        return False
+    if pki.expires_within(pair.cert, RENEW_DAYS):
+        return False
+    if ca is None:
+        return True
+    try:
+        pair.cert.verify_directly_issued_by(ca.cert)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return sans(pair.cert) == sorted(spec.dns + spec.uris)
+
+
+def sans(cert: x509.Certificate) -> list[str]:
+    """DNS and URI subject alternative names of ``cert``, sorted.
+
+    Example: ``sans(pki.load("certs/sidecar.pem", "certs/sidecar.key").cert)``.
+    """
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return sorted(ext.get_values_for_type(x509.DNSName) + ext.get_values_for_type(x509.UniformResourceIdentifier))
+
+
+def _load(directory: Path, name: str) -> pki.KeyPair | None:
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    if not (cert.is_file() and key.is_file()):
+        return None
+    try:
+        return pki.load(cert, key)
+    except (ValueError, TypeError, OSError):
+        # Unreadable or corrupt: regenerate rather than fail; these are throwaway tutorial certs.
+        return None
+
+
+def generate(local_dir: str | os.PathLike | None, settings: Settings | None = None) -> dict[str, dict]:
+    """Create the CAs and certificates in ``local_dir``, keeping those that are still valid.
+
+    A certificate is (re)made when a file is missing or unreadable, it expires
+    within ``RENEW_DAYS``, its key does not match, its SANs changed, or its CA
+    was remade. Keys are written 0600, the directory 0700.
+
+    local_dir: where to keep the files (None: :func:`default_dir`).
+    settings: accepted for a uniform step signature; the identities are fixed in ``SPECS``.
+
+    Returns ``{name: {"cert", "key", "created", "not_after", "sans"}}``.
+
+    Example: ``pd.DataFrame(generate("certs", s)).T``.
+    """
+    directory = Path(local_dir) if local_dir is not None else default_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    pairs: dict[str, pki.KeyPair] = {}
+    out: dict[str, dict] = {}
+    for spec in SPECS:
+        ca = pairs.get(spec.issuer) if spec.issuer else None
+        pair = _load(directory, spec.name)
+        created = pair is None or not _usable(pair, spec, ca) or (ca is not None and out[spec.issuer]["created"])
+        if created:
+            if ca is None:
+                pair = pki.make_ca(spec.cn)
+            else:
+                pair = pki.issue(ca, spec.cn, dns=list(spec.dns), uris=list(spec.uris), client=spec.client, server=spec.server)
+            pki.write(pair, directory / f"{spec.name}.pem", directory / f"{spec.name}.key")
+        pairs[spec.name] = pair
+        out[spec.name] = {
+            "cert": str(directory / f"{spec.name}.pem"),
+            "key": str(directory / f"{spec.name}.key"),
+            "created": created,
+            "not_after": pair.cert.not_valid_after_utc.isoformat(),
+            "sans": sans(pair.cert),
+        }
+    return out
+
+
+def plan_file(host: Host, remote: str, data: bytes, *, mode: int, owner: str, group: str, label: str) -> Plan | None:
+    """A one-change plan that uploads ``data`` to ``remote`` unless it is already there with that mode/owner.
+
+    Returns None when the file is already right (the caller adds a note).
+
+    host: the target.
+    remote: absolute path on the target.
+    data: the wanted content.
+    mode, owner, group: the wanted permissions.
+    label: how the change is described.
+
+    Example: ``plan_file(h, "/opt/tproxy-nb/etc/igw.yaml", b"...", mode=0o640, owner="root", group="tpx-envoy", label="igw config")``.
+    """
+    current = host.stat(remote, sudo=True)
+    if current is not None and host.sha256(remote, sudo=True) == hashlib.sha256(data).hexdigest() \
+            and current == {"mode": mode, "owner": owner, "group": group}:
+        return None
+    plan = Plan(label)
+    verb = "Upload" if current is None else "Update"
+    plan.add(f"{verb} {label} -> {remote} ({mode:o} {owner}:{group})",
+             action=lambda h, d=data, r=remote: h.put(io.BytesIO(d), r, mode=mode, owner=owner, group=group))
+    return plan
+
+
+def _plan_dir(plan: Plan, host: Host, path: str, mode: int, owner: str, group: str) -> None:
+    """Add a change creating/fixing directory ``path`` unless it already has mode/owner."""
+    current = host.stat(path, sudo=True)
+    want = {"mode": mode, "owner": owner, "group": group}
+    if current == want:
+        plan.note(f"{path} exists ({mode:o} {owner}:{group})")
+        return
+    plan.add(f"{'Create' if current is None else 'Fix'} directory {path} ({mode:o} {owner}:{group})",
+             ["install", "-d", "-m", f"{mode:o}", "-o", owner, "-g", group, "--", path])
+
+
+def plan_upload(host: Host, settings: Settings, local_dir: str | os.PathLike | None = None) -> Plan:
+    """Plan copying the files Envoy needs to ``settings.paths.certs`` (never the CA keys).
+
+    Certificates go 0644, keys 0400, all owned by the envoy user; the directory is
+    0750 so only the envoy user and group can list it.
+
+    host: the target.
+    settings: users and paths.
+    local_dir: where :func:`generate` wrote the files (None: :func:`default_dir`).
+
+    Example: ``print(plan_upload(host, s)); plan_upload(host, s).apply(host)``.
+    """
+    directory = Path(local_dir) if local_dir is not None else default_dir()
+    missing = [f for f, _ in UPLOAD if not (directory / f).is_file()]
+    if missing:
+        raise StepError(f"{directory} lacks {', '.join(missing)}. Run tproxy_nb.certs.generate({str(directory)!r}, settings) first; nothing was uploaded.")
+    owner, group = settings.envoy.user, settings.envoy.group
+    plan = Plan("certificates")
+    _plan_dir(plan, host, settings.paths.certs, 0o750, owner, group)
+    for filename, mode in UPLOAD:
+        data = (directory / filename).read_bytes()
+        remote = f"{settings.paths.certs}/{filename}"
+        sub = plan_file(host, remote, data, mode=mode, owner=owner, group=group, label=filename)
+        if sub is None:
+            plan.note(f"{remote} is up to date")
+        else:
+            plan.changes.extend(sub.changes)
+    return plan

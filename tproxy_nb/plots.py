@@ -1,0 +1,113 @@
+"""Figures: each function takes a DataFrame and returns a matplotlib Figure (nothing is shown or saved).
+
+Example::
+
+    fig = phase_breakdown(curl.phases(df))
+    fig.savefig("phases.png")
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .curl import PHASES
+
+#: One colour per outcome, used the same way in every figure.
+OUTCOME_COLOURS = {"allowed": "#2e7d32", "denied": "#ef6c00", "reset": "#c62828", "error": "#6a1b9a"}
+PHASE_COLOURS = {"dns": "#90caf9", "connect": "#42a5f5", "tls": "#1565c0", "server": "#ffb74d", "transfer": "#8d6e63"}
+#: Lane order of a trace timeline: the request travels top to bottom.
+LANES = ("curl", "sidecar", "igw", "igw_http")
+
+
+def _case_order(df: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(df["case"]))
+
+
+def phase_breakdown(phases: pd.DataFrame, title: str = "Where the time goes (median per case)") -> Figure:
+    """Stacked horizontal bars: median milliseconds per phase (DNS, connect, TLS, server, transfer) per case.
+
+    phases: output of :func:`tproxy_nb.curl.phases`.
+    """
+    cases = _case_order(phases)
+    med = phases.groupby("case", sort=False)[list(PHASES)].median().reindex(cases)
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(cases) + 1.5))
+    left = pd.Series(0.0, index=med.index)
+    for phase in PHASES:
+        ax.barh(med.index, med[phase], left=left, color=PHASE_COLOURS[phase], label=phase)
+        left = left + med[phase]
+    ax.invert_yaxis()
+    ax.set_xlabel("milliseconds (median)")
+    ax.set_title(title)
+    ax.legend(ncol=len(PHASES), loc="lower center", bbox_to_anchor=(0.5, 1.08), frameon=False, fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def timing_distribution(df: pd.DataFrame, title: str = "Total time per request") -> Figure:
+    """Each request's total time as a dot, one row per case, coloured by outcome, with the median marked.
+
+    df: output of :func:`tproxy_nb.curl.run_cases` (``time_total`` in seconds).
+    """
+    cases = _case_order(df)
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(cases) + 1.5))
+    for i, case in enumerate(cases):
+        rows = df[df["case"] == case]
+        ms = rows["time_total"].astype(float) * 1000
+        jitter = [i + ((k % 7) - 3) * 0.04 for k in range(len(rows))]
+        ax.scatter(ms, jitter, s=14, c=[OUTCOME_COLOURS.get(o, "grey") for o in rows["outcome"]], alpha=0.8)
+        ax.plot([ms.median()] * 2, [i - 0.3, i + 0.3], color="black", lw=1.5)
+    ax.set_yticks(range(len(cases)), cases)
+    ax.invert_yaxis()
+    ax.set_xlabel("milliseconds (black bar: median)")
+    ax.set_title(title)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=o) for o, c in OUTCOME_COLOURS.items() if o in set(df["outcome"])]
+    ax.legend(handles=handles, frameon=False, fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def proxied_vs_direct(proxied: pd.DataFrame, direct: pd.DataFrame, title: str = "Proxied (service user) vs direct (envoy user)") -> Figure:
+    """Grouped bars of median total milliseconds per case: through the chain and bypassing it.
+
+    proxied, direct: :func:`tproxy_nb.curl.run_cases` as the service user and with ``as_user="envoy"``.
+    """
+    cases = _case_order(proxied)
+    p = proxied.groupby("case", sort=False)["time_total"].median().reindex(cases) * 1000
+    d = direct.groupby("case", sort=False)["time_total"].median().reindex(cases) * 1000
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    x = range(len(cases))
+    ax.bar([i - 0.2 for i in x], p.values, width=0.4, label="proxied", color="#1565c0")
+    ax.bar([i + 0.2 for i in x], d.values, width=0.4, label="direct", color="#9e9e9e")
+    ax.set_xticks(list(x), cases)
+    ax.set_ylabel("milliseconds (median)")
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def timeline(trace: pd.DataFrame, title: str = "One request across the processes") -> Figure:
+    """A swimlane figure: one lane per process, each event a labelled marker at its time.
+
+    trace: output of :func:`tproxy_nb.trace.trace` (columns ``time``, ``process``, ``event``).
+    Times are shown in milliseconds from the first event.
+    """
+    lanes = [l for l in LANES if l in set(trace["process"])] + sorted(set(trace["process"]) - set(LANES))
+    t0 = trace["time"].min()
+    ms = (trace["time"] - t0).dt.total_seconds() * 1000
+    fig, ax = plt.subplots(figsize=(10, 1.1 * len(lanes) + 1.2))
+    y = {lane: i for i, lane in enumerate(lanes)}
+    for k, (t, row) in enumerate(zip(ms, trace.itertuples())):
+        colour = "#c62828" if getattr(row, "kind", "") in ("deny", "reset", "close") else "#1565c0"
+        ax.plot([t], [y[row.process]], marker="o", color=colour)
+        ax.annotate(f"{k + 1}. {row.event}", (t, y[row.process]), textcoords="offset points",
+                    xytext=(4, 6 + 9 * (k % 2)), fontsize=7, rotation=0)
+    ax.set_yticks(range(len(lanes)), lanes)
+    ax.set_ylim(len(lanes) - 0.4, -0.6)
+    ax.set_xlabel("milliseconds since the first event")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
