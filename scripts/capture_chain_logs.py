@@ -56,10 +56,12 @@ def main() -> int:
         iptables.apply(host, s, guard_seconds=None)
         envoy.stop(host, s)
         envoy.start(host, s)
+        # Wait out start-up logging (flushed every FLUSH_INTERVAL_MS) so the capture holds only the requests.
+        host.run(f"sleep {3 * envoy.FLUSH_INTERVAL_MS / 1000}")
         before = log_sizes(host, s)
         results = curl.run_cases(host, s, progress=False)
         # Let the Envoys finish logging the closes before reading.
-        host.run("sleep 0.5")
+        host.run(f"sleep {5 * envoy.FLUSH_INTERVAL_MS / 1000}")
         args.out.mkdir(parents=True, exist_ok=True)
         for path, offset in before.items():
             name = Path(path).name

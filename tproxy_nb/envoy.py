@@ -35,6 +35,8 @@ from .settings import Settings
 from .steps import Plan
 
 NAMES: tuple[str, ...] = ("sidecar", "igw", "igw_http")
+#: How often Envoy writes its buffered debug and access logs to their files.
+FLUSH_INTERVAL_MS = 200
 #: The commented templates a learner reads.
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 #: Seconds to wait for an Envoy's /ready to say LIVE, and for it to exit on SIGTERM.
@@ -113,7 +115,9 @@ def command(settings: Settings, name: str) -> list[str]:
     return [settings.paths.envoy, "-c", config_path(settings, name),
             "--base-id", str(settings.base_ids[name]),
             "-l", settings.log_level,
-            "--log-path", log_path(settings, name)]
+            "--log-path", log_path(settings, name),
+            # Envoy buffers log files for 10 s by default; a reader right after a request would see nothing.
+            "--file-flush-interval-msec", str(FLUSH_INTERVAL_MS)]
 
 
 def validate_command(settings: Settings, name: str, envoy_path: str | None = None) -> list[str]:

@@ -1,0 +1,48 @@
+"""Figures carry the data they claim to (checked on the artists, not pixels)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from tproxy_nb import curl, plots  # noqa: E402
+
+CASES = ["http allowed", "http denied", "https allowed", "https denied"]
+
+
+def _runs(scale: float, outcomes=("allowed", "denied", "allowed", "reset"), n=3):
+    rows = []
+    for run in range(n):
+        for i, (case, outcome) in enumerate(zip(CASES, outcomes)):
+            base = scale * (i + 1) / 1000
+            rows.append({"case": case, "run": run, "outcome": outcome, "time_namelookup": base * 0.1, "time_connect": base * 0.2,
+                         "time_appconnect": base * 0.5 if "https" in case else 0.0, "time_pretransfer": base * 0.6,
+                         "time_starttransfer": base * 0.9, "time_total": base})
+    return curl.to_frame(rows)
+
+
+def test_phase_breakdown_stacks_every_phase_for_every_case():
+    fig = plots.phase_breakdown(curl.phases(_runs(10)))
+    ax = fig.axes[0]
+    assert len(ax.patches) == len(CASES) * len(curl.PHASES)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(curl.PHASES)
+    widths = [p.get_width() for p in ax.patches]
+    # The last case's stack: 40 ms total less the 4 ms between TLS done and pretransfer,
+    # which httpstat's phases do not count.
+    assert sum(widths[3::4]) == pytest.approx(36.0)
+
+
+def test_timing_distribution_has_a_dot_per_request():
+    df = _runs(10)
+    fig = plots.timing_distribution(df)
+    ax = fig.axes[0]
+    assert sum(len(c.get_offsets()) for c in ax.collections) == len(df)
+    assert [t.get_text() for t in ax.get_yticklabels()] == CASES
+
+
+def test_proxied_vs_direct_shows_both_medians_per_case():
+    fig = plots.proxied_vs_direct(_runs(10), _runs(5, outcomes=("allowed",) * 4))
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    assert heights[:4] == pytest.approx([10, 20, 30, 40]) and heights[4:] == pytest.approx([5, 10, 15, 20])
