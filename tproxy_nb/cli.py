@@ -109,13 +109,14 @@ def cmd_provision(args) -> int:
     host = _host(args)
     with host:
         if args.remove:
-            plans = provision.plan_remove(host, settings)
+            for plan in provision.plan_remove(host, settings):
+                if not args.plan:
+                    plan.apply(host)
+                _print_plan(plan)
         else:
-            plans = provision.plan_all(host, settings)
-        for plan in plans:
-            if not args.plan:
-                plan.apply(host)
-            _print_plan(plan)
+            # Each step is planned after the one before it was applied, so every plan shown is true.
+            for plan in provision.provision(host, settings, dry_run=args.plan):
+                _print_plan(plan)
     return EXIT_OK
 
 
