@@ -4,12 +4,20 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PKGS := iproute2 iptables nftables openssh-server sudo curl
+# Only the tests need a browser: the real-JupyterLab test drives Debian's Chromium.
+APT_TEST_PKGS := chromium chromium-driver
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test bench system venv lab-down clean
+.PHONY: run test bench system system-test apt venv lab-down clean
 
 system:
-	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@$(MAKE) --no-print-directory apt PKGS="$(APT_PKGS)"
+
+system-test:
+	@$(MAKE) --no-print-directory apt PKGS="$(APT_PKGS) $(APT_TEST_PKGS)"
+
+apt:
+	@missing=""; for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "make: installing missing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
@@ -22,7 +30,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: system $(STAMP)
+test: system-test $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider
 
 run: system $(STAMP)

@@ -1,5 +1,8 @@
 """Figures: each function takes a DataFrame and returns a matplotlib Figure (nothing is shown or saved).
 
+Figures are built without pyplot, so a notebook shows each one once (as the cell's value) and
+none is left open in pyplot's registry.
+
 Example::
 
     fig = phase_breakdown(curl.phases(df))
@@ -8,11 +11,22 @@ Example::
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
+import io
+
 import pandas as pd
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure as _MplFigure
+from matplotlib.lines import Line2D
 
 from .curl import PHASES
+
+class Figure(_MplFigure):
+    """A matplotlib Figure that a notebook shows as PNG even when pyplot was never imported."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", bbox_inches="tight", dpi=100)
+        return buf.getvalue()
+
 
 #: One colour per outcome, used the same way in every figure.
 OUTCOME_COLOURS = {"allowed": "#2e7d32", "denied": "#ef6c00", "reset": "#c62828", "error": "#6a1b9a"}
@@ -32,7 +46,8 @@ def phase_breakdown(phases: pd.DataFrame, title: str = "Where the time goes (med
     """
     cases = _case_order(phases)
     med = phases.groupby("case", sort=False)[list(PHASES)].median().reindex(cases)
-    fig, ax = plt.subplots(figsize=(8, 0.6 * len(cases) + 1.5))
+    fig = Figure(figsize=(8, 0.6 * len(cases) + 1.5))
+    ax = fig.subplots()
     left = pd.Series(0.0, index=med.index)
     for phase in PHASES:
         ax.barh(med.index, med[phase], left=left, color=PHASE_COLOURS[phase], label=phase)
@@ -51,7 +66,8 @@ def timing_distribution(df: pd.DataFrame, title: str = "Total time per request")
     df: output of :func:`tproxy_nb.curl.run_cases` (``time_total`` in seconds).
     """
     cases = _case_order(df)
-    fig, ax = plt.subplots(figsize=(8, 0.6 * len(cases) + 1.5))
+    fig = Figure(figsize=(8, 0.6 * len(cases) + 1.5))
+    ax = fig.subplots()
     for i, case in enumerate(cases):
         rows = df[df["case"] == case]
         ms = rows["time_total"].astype(float) * 1000
@@ -62,7 +78,7 @@ def timing_distribution(df: pd.DataFrame, title: str = "Total time per request")
     ax.invert_yaxis()
     ax.set_xlabel("milliseconds (black bar: median)")
     ax.set_title(title)
-    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=o) for o, c in OUTCOME_COLOURS.items() if o in set(df["outcome"])]
+    handles = [Line2D([], [], marker="o", ls="", color=c, label=o) for o, c in OUTCOME_COLOURS.items() if o in set(df["outcome"])]
     ax.legend(handles=handles, frameon=False, fontsize="small")
     fig.tight_layout()
     return fig
@@ -76,7 +92,8 @@ def proxied_vs_direct(proxied: pd.DataFrame, direct: pd.DataFrame, title: str = 
     cases = _case_order(proxied)
     p = proxied.groupby("case", sort=False)["time_total"].median().reindex(cases) * 1000
     d = direct.groupby("case", sort=False)["time_total"].median().reindex(cases) * 1000
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    fig = Figure(figsize=(8, 3.5))
+    ax = fig.subplots()
     x = range(len(cases))
     ax.bar([i - 0.2 for i in x], p.values, width=0.4, label="proxied", color="#1565c0")
     ax.bar([i + 0.2 for i in x], d.values, width=0.4, label="direct", color="#9e9e9e")
@@ -97,13 +114,14 @@ def timeline(trace: pd.DataFrame, title: str = "One request across the processes
     lanes = [l for l in LANES if l in set(trace["process"])] + sorted(set(trace["process"]) - set(LANES))
     t0 = trace["time"].min()
     ms = (trace["time"] - t0).dt.total_seconds() * 1000
-    fig, ax = plt.subplots(figsize=(10, 1.1 * len(lanes) + 1.2))
+    fig = Figure(figsize=(10, 1.1 * len(lanes) + 1.2))
+    ax = fig.subplots()
     y = {lane: i for i, lane in enumerate(lanes)}
     for k, (t, row) in enumerate(zip(ms, trace.itertuples())):
         colour = "#c62828" if getattr(row, "kind", "") in ("deny", "reset", "close") else "#1565c0"
         ax.plot([t], [y[row.process]], marker="o", color=colour)
         ax.annotate(f"{k + 1}. {row.event}", (t, y[row.process]), textcoords="offset points",
-                    xytext=(4, 6 + 9 * (k % 2)), fontsize=7, rotation=0)
+                    xytext=(4, 6 + 8 * (k % 3)), fontsize=7, rotation=0)
     ax.set_yticks(range(len(lanes)), lanes)
     ax.set_ylim(len(lanes) - 0.4, -0.6)
     ax.set_xlabel("milliseconds since the first event")

