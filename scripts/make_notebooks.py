@@ -71,6 +71,18 @@ def navigation(stem: str) -> dict:
     return md("Tutorial: " + " → ".join(parts))
 
 
+def close_and_link(stem: str) -> list[dict]:
+    """The last cells of notebooks 1-3: close the SSH connection, then the navigation links."""
+    return [
+        code("""
+            host.close()
+            host
+            """),
+        md("The `Host` reconnects by itself if it is used again."),
+        next_steps(stem),
+    ]
+
+
 def next_steps(stem: str) -> dict:
     """Previous / next links at the end of a notebook."""
     stems = [s for s, _ in ORDER]
@@ -378,12 +390,7 @@ def setup_notebook() -> nbformat.NotebookNode:
             all of it (`provision.plan_remove`), as does `tproxy-nb provision --remove`.
             Close the SSH connection:
             """),
-        code("""
-            host.close()
-            host
-            """),
-        md("The `Host` reconnects by itself if it is used again."),
-        next_steps(stem),
+        *close_and_link(stem),
     ]
     return build(stem, cells)
 
@@ -630,12 +637,7 @@ def iptables_notebook() -> nbformat.NotebookNode:
             iptables.plan_remove(host)
             """),
         md("Only the rules and chain with our comment are deleted; anything else in the `nat` table is left alone. Close the connection:"),
-        code("""
-            host.close()
-            host
-            """),
-        md("The `Host` reconnects by itself if it is used again."),
-        next_steps(stem),
+        *close_and_link(stem),
     ]
     return build(stem, cells)
 
@@ -910,12 +912,7 @@ def envoy_notebook() -> nbformat.NotebookNode:
 
         md(CLEANUP_HEADING),
         md("The Envoys keep running for notebook 4, which stops them at its end. Stopping them by hand would be `envoy.stop(host, settings)`. Close the connection:"),
-        code("""
-            host.close()
-            host
-            """),
-        md("The `Host` reconnects by itself if it is used again."),
-        next_steps(stem),
+        *close_and_link(stem),
     ]
     return build(stem, cells)
 
