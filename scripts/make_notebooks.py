@@ -207,6 +207,38 @@ def setup_notebook() -> nbformat.NotebookNode:
             assert host.run("true", sudo=True).ok, "the login user needs passwordless sudo"
             f"✓ logged in as {login}; sudo works without a password"
             """),
+        md("""
+            The connection checked the host's key against `known_hosts` first. A host whose key is not there is refused,
+            never added silently. See it with an empty scratch `known_hosts`:
+            """),
+        code("""
+            import tempfile
+            from pathlib import Path
+
+            from tproxy_nb.errors import HostKeyError
+            from tproxy_nb.hosts import Host, fingerprint, trust_host_key
+
+            scratch = Path(tempfile.mkdtemp()) / "known_hosts"
+            stranger = Host(host.hostname, user=host.user, port=host.port, key_file=host.key_file, known_hosts=scratch)
+            try:
+                stranger.run("true")
+            except HostKeyError as refused:
+                refusal = refused
+            print(refusal)
+            """),
+        md("""
+            The message names the key's SHA256 fingerprint. Accept a key only after checking that fingerprint over a path
+            you already trust (for an EC2 instance: its console output; here: the connection above, whose key
+            `known_hosts` vouched for). `trust_host_key` refuses any other key:
+            """),
+        code("""
+            trusted = fingerprint(host.connect().get_transport().get_remote_server_key())
+            assert refusal.fingerprint == trusted, "the host presented another key: do not trust it"
+            trust_host_key(host.hostname, host.port, trusted, known_hosts=scratch)
+            assert stranger.run("true").ok
+            stranger.close()
+            f"✓ {trusted} accepted deliberately into a scratch known_hosts"
+            """),
 
         md("## Step 2: Look at the environment"),
         md("A small helper reads the facts that matter here, one read-only command each:"),

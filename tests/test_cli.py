@@ -151,3 +151,9 @@ def test_check_exit_code_1_when_an_outcome_differs(host, provisioned):
     p = cli("check", "--json")
     assert p.returncode == 1, p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_run_with_a_missing_settings_file_stops_before_any_notebook(tmp_path):
+    p = cli("run", "--settings", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "report"))
+    assert_one_paragraph(p, "missing.yaml", "does not exist")
+    assert not (tmp_path / "report").exists()
