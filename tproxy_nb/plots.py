@@ -106,26 +106,38 @@ def proxied_vs_direct(proxied: pd.DataFrame, direct: pd.DataFrame, title: str = 
 
 
 def timeline(trace: pd.DataFrame, title: str = "One request across the processes") -> Figure:
-    """A swimlane figure: one lane per process, each event a labelled marker at its time.
+    """A sequence diagram: one lane (column) per process, one row per event, arrows where the request changes process.
 
-    trace: output of :func:`tproxy_nb.trace.trace` (columns ``time``, ``process``, ``event``).
-    Times are shown in milliseconds from the first event.
+    trace: output of :func:`tproxy_nb.trace.trace` (columns ``time``, ``process``, ``kind``, ``event``).
+    Rows keep the trace's causal order; the left margin gives each event's time in milliseconds from the
+    first one (the hops of one request often share a millisecond, so time alone could not order them).
     """
     lanes = [l for l in LANES if l in set(trace["process"])] + sorted(set(trace["process"]) - set(LANES))
-    t0 = trace["time"].min()
-    ms = (trace["time"] - t0).dt.total_seconds() * 1000
-    fig = Figure(figsize=(10, 1.1 * len(lanes) + 1.2))
+    x = {lane: i for i, lane in enumerate(lanes)}
+    ms = (trace["time"] - trace["time"].min()).dt.total_seconds() * 1000
+    n = len(trace)
+    fig = Figure(figsize=(12, 0.36 * n + 1.4))
     ax = fig.subplots()
-    y = {lane: i for i, lane in enumerate(lanes)}
+    for i in range(len(lanes)):
+        ax.axvline(i, color="#d0d0d0", lw=1, zorder=0)
+    previous = None
     for k, (t, row) in enumerate(zip(ms, trace.itertuples())):
-        colour = "#c62828" if getattr(row, "kind", "") in ("deny", "reset", "close") else "#1565c0"
-        ax.plot([t], [y[row.process]], marker="o", color=colour)
-        ax.annotate(f"{k + 1}. {row.event}", (t, y[row.process]), textcoords="offset points",
-                    xytext=(4, 6 + 8 * (k % 3)), fontsize=7, rotation=0)
-    ax.set_yticks(range(len(lanes)), lanes)
-    ax.set_ylim(len(lanes) - 0.4, -0.6)
-    ax.set_xlabel("milliseconds since the first event")
-    ax.set_title(title)
-    ax.grid(axis="x", alpha=0.3)
+        bad = row.kind in ("reset", "close") or (row.kind == "verdict" and "denied" in row.event) or "403" in row.event
+        colour = "#c62828" if bad else "#1565c0"
+        here = (x[row.process], k)
+        if previous is not None and previous[0] != here[0]:
+            ax.annotate("", xy=here, xytext=previous, arrowprops={"arrowstyle": "->", "color": "#9e9e9e", "lw": 0.8})
+        ax.plot(*here, marker="o", color=colour, zorder=3)
+        ax.text(len(lanes) - 0.6, k, f"{k + 1}. {row.event}", va="center", fontsize=8, color=colour if bad else "black")
+        ax.text(-0.35, k, f"+{t:.1f} ms", va="center", ha="right", fontsize=7, color="#616161")
+        previous = here
+    ax.set_xticks(range(len(lanes)), lanes)
+    ax.xaxis.tick_top()
+    ax.set_xlim(-1.1, len(lanes) + 5.5)
+    ax.set_ylim(n - 0.5, -0.7)
+    ax.set_yticks([])
+    for side in ("left", "right", "bottom", "top"):
+        ax.spines[side].set_visible(False)
+    ax.set_title(title, pad=24)
     fig.tight_layout()
     return fig

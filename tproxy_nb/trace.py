@@ -10,8 +10,8 @@ The join, hop by hop (access logs first; they carry the addresses a join needs):
    the ``link`` column says the hop was inferred;
 3. the gateway connection's debug records: request, RBAC verdict, response, close.
 
-Events from different processes that share a millisecond are ordered by the request's causal
-stage (client -> sidecar -> gateway -> sidecar -> client), then by line.
+Events are ordered by time; those that share a millisecond (Envoy logs to the millisecond) by the
+request's causal stage (client -> sidecar -> gateway -> sidecar -> client), then by line.
 
 Example::
 
@@ -239,10 +239,10 @@ def trace(curl_row: pd.Series | dict, logs: dict[str, dict]) -> pd.DataFrame:
                        "reset" if outcome == "reset" else "end", end, 0, "curl"))
     df = pd.concat([pd.DataFrame(client, columns=TRACE_COLUMNS), df], ignore_index=True)
     df["time"] = pd.to_datetime(df["time"])
-    # Envoy logs some closes twice; one event each is enough. Millisecond timestamps from separate
-    # processes cannot order a request's hops, so the causal stage does, then time, then line.
+    # Envoy logs some closes twice; one event each is enough. All processes share the host's clock,
+    # but only to the millisecond: within one millisecond the causal stage orders the hops, then the line.
     df = df.drop_duplicates(subset=["process", "connection_id", "kind", "event"])
-    df = df.sort_values(["stage", "time", "line_no"], kind="stable")
+    df = df.sort_values(["time", "stage", "line_no"], kind="stable")
     return df.reset_index(drop=True)
 
 
