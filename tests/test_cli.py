@@ -157,3 +157,27 @@ def test_run_with_a_missing_settings_file_stops_before_any_notebook(tmp_path):
     p = cli("run", "--settings", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "report"))
     assert_one_paragraph(p, "missing.yaml", "does not exist")
     assert not (tmp_path / "report").exists()
+
+
+@pytest.fixture
+def curl_hidden(host):
+    """/usr/bin/curl replaced by an empty, non-executable file for the lab host's sessions only.
+
+    The bind mount lives in the mount namespace of the lab's sshd (and so of every SSH session);
+    the machine's own curl is untouched.
+    """
+    from tproxy_nb import lab
+
+    sshd = (lab.STATE_DIR / "sshd.pid").read_text().strip()
+    enter = ["nsenter", "-t", sshd, "-m", "--"]
+    subprocess.run([*enter, "mount", "--bind", "/dev/null", "/usr/bin/curl"], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run([*enter, "umount", "/usr/bin/curl"], check=True)
+
+
+@pytest.mark.lab
+def test_curl_missing_on_the_target(lab_info, host, curl_hidden):
+    assert host.run("command -v curl", check=False).exit_code != 0
+    assert_one_paragraph(cli("check"), "curl is not installed", "apt-get install")

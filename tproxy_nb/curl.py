@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .hosts import Host
+from .errors import StepError
+from .hosts import Host, which
 from .settings import Settings
 
 #: Separates the response body from curl's JSON write-out on stdout.
@@ -84,6 +85,13 @@ def classify(http_code: int | None, exit_code: int, error: str | None = None) ->
     return "error"
 
 
+def require_curl(host: Host) -> None:
+    """Fail with what to install when the target has no curl (the cases are real curl requests)."""
+    if which(host, ["curl"], sudo=True)["curl"] is None:
+        raise StepError(f"curl is not installed on {host.hostname}; the four cases are made with it. "
+                        "Install it (sudo apt-get install -y curl) and run the check again. Nothing was changed.")
+
+
 def run_case(host: Host, case: Case, user: str, max_time: float = 10) -> dict:
     """Run one case as ``user`` on the host; return one flat record."""
     r = host.run(curl_command(case.url, max_time), user=user, check=False, timeout=max_time + 15)
@@ -104,6 +112,7 @@ def run_cases(host: Host, s: Settings, repeat: int = 1, as_user: str | None = No
     """
     if repeat < 1:
         raise ValueError("repeat must be at least 1")
+    require_curl(host)
     user = s.envoy.user if as_user == "envoy" else s.service.user
     todo = [(i, c) for i in range(repeat) for c in cases(s)]
     if as_user == "envoy":
