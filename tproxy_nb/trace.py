@@ -66,11 +66,10 @@ SIDECAR_RULES = [
     _r(r"remote close", 9, "close", "the peer closed"),
     _r(r"closing data_to_write=(\d+) type=(\d+)", 10, "close", "closes the connection (data_to_write={0})"),
 ]
+# RBAC verdicts carry no ids; they come from logs.rbac_decisions, which attributes them by thread.
 GATEWAY_RULES = [
     _r(r"new connection from (\S+)", 5, "accept", "accepts the sidecar's mTLS connection from {0}"),
     _r(r"request headers complete", 5, "request", "reads the request headers"),
-    _r(r"enforced (denied|allowed)(?:, matched policy (\S+))?", 6, "verdict", "RBAC {0} (policy {1})"),
-    _r(r"allowed by default or by policy", 6, "verdict", "RBAC allowed"),
     _r(r"encoding headers via codec", 7, "response", "answers"),
     _r(r"closing data_to_write=(\d+) type=(\d+)", 8, "close", "closes the connection (data_to_write={0})"),
 ]
