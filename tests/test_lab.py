@@ -151,3 +151,13 @@ def test_reconnects_after_the_connection_drops(host):
     host.run("true")
     host.connect().get_transport().close()
     assert host.run("echo back").stdout.strip() == "back"
+
+
+def test_connection_lost_mid_command_is_a_connect_error(host):
+    import threading
+
+    transport = host.connect().get_transport()
+    threading.Timer(0.5, transport.close).start()
+    with pytest.raises(ConnectError, match="Lost the SSH connection"):
+        host.run("sleep 5", timeout=20)
+    assert host.run("echo back").stdout.strip() == "back"

@@ -394,6 +394,13 @@ class Host:
         duration = time.monotonic() - start
         chan.close()
         result = Result(shown, code if code is not None else 124, out, err, duration, self.name, wrapped)
+        if code == -1:
+            # paramiko's status for a channel closed without one: the connection dropped mid-command.
+            self.close()
+            raise ConnectError(
+                f"Lost the SSH connection to {self.name} while it ran: {result.display_cmd[:120]}. The command may or may "
+                "not have finished. Check the host is reachable and run the step again: every step is idempotent."
+            )
         if code is None or code == 124 and duration >= timeout:
             raise CommandTimeout(result, timeout)
         if check and code != 0:
