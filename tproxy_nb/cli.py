@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--repeat", type=int, default=1)
 
+    p = sub.add_parser("trace", help="make one request as the service user and follow it through the Envoys' logs")
+    p.add_argument("case", nargs="?", default="https denied", help="one of the four cases (default: 'https denied')")
+    _common(p)
+
     p = sub.add_parser("run", help="lab up + every notebook headless + report in build/report/")
     _common(p)
     p.add_argument("--out", default="build/report")
@@ -174,6 +178,34 @@ def cmd_check(args) -> int:
     return EXIT_OK if bool(df["as_expected"].all()) else EXIT_CHECK_FAILED
 
 
+def cmd_trace(args) -> int:
+    import time
+
+    from . import curl, envoy, trace
+    from .errors import StepError
+
+    settings = _settings(args)
+    known = {c.name: c for c in curl.cases(settings)}
+    if args.case not in known:
+        raise StepError(f"Unknown case {args.case!r}; choose one of: {', '.join(repr(n) for n in known)}.")
+    host = _host(args)
+    with host:
+        curl.require_curl(host)
+        result = curl.run_case(host, known[args.case], settings.service.user)
+        # Envoy writes its log buffers every FLUSH_INTERVAL_MS; wait for this request's lines.
+        time.sleep(3 * envoy.FLUSH_INTERVAL_MS / 1000)
+        events = trace.trace(result, trace.fetch(host, settings))
+    print(f"{args.case}: {known[args.case].url} -> {result['outcome']} (http {result['http_code']}, curl exit {result['exit_code']})")
+    if events.empty:
+        raise StepError(f"Cannot follow the request: {events.attrs.get('problem')}. Are the Envoys running (tproxy-nb envoy status)?")
+    start = events["time"].min()
+    for row in events.itertuples():
+        print(f"  +{(row.time - start).total_seconds() * 1000:6.1f} ms  {row.process:<9} {row.event}")
+    links = sorted(set(events.loc[events["process"] != "curl", "link"]))
+    print("joined by: " + "; ".join(links))
+    return EXIT_OK
+
+
 def cmd_run(args) -> int:
     from . import report
 
@@ -182,7 +214,7 @@ def cmd_run(args) -> int:
 
 COMMANDS: dict[str, Callable] = {
     "lab": cmd_lab, "provision": cmd_provision, "iptables": cmd_iptables,
-    "envoy": cmd_envoy, "check": cmd_check, "run": cmd_run,
+    "envoy": cmd_envoy, "check": cmd_check, "trace": cmd_trace, "run": cmd_run,
 }
 
 

@@ -57,7 +57,7 @@ SIDECAR_RULES = [
     _r(r"Creating connection to cluster (\S+)", 3, "upstream", "opens a tunnel to cluster {0}"),
     _r(r"connecting to (\S+)", 3, "upstream", "connects to the gateway at {0} (mTLS)"),
     _r(r"Attached upstream connection \[C(\d+)\] to downstream connection \[C(\d+)\]", 4, "request",
-       "sends CONNECT over upstream C{0} for client C{1}"),
+       "sends {verb} over upstream C{0} for client C{1}"),
     _r(r"request headers complete", 4, "request", "reads the client's HTTP request"),
     _r(r"router decoding headers", 4, "request", "forwards the request to the gateway"),
     _r(r"upstream headers complete", 9, "response", "gets the gateway's response"),
@@ -87,7 +87,8 @@ def _header(message: str, name: str) -> str | None:
 
 def _label(rule: _Rule, m: re.Match, message: str) -> str:
     groups = [g if g is not None else "none" for g in m.groups()]
-    text = rule.label.format(*groups) if groups else rule.label
+    # {verb} is filled in by trace(), which knows whether the connection is tunnelled TLS or HTTP.
+    text = rule.label.format(*groups, verb="{verb}") if groups else rule.label
     if rule.kind == "response":
         status = _header(message, ":status")
         close = _header(message, "connection") == "close"
@@ -217,6 +218,9 @@ def trace(curl_row: pd.Series | dict, logs: dict[str, dict]) -> pd.DataFrame:
     closes = (df["process"] == "sidecar") & (df["kind"] == "close")
     down = closes & (df["connection_id"] == downstream)
     df.loc[closes & ~down, "stage"] = 9
+    sni = side.get("requested_server_name")
+    verb = f"CONNECT {sni}:{_port(side.get('downstream_local_address'))}" if isinstance(sni, str) and sni else "the request"
+    df["event"] = df["event"].str.replace("{verb}", verb, regex=False)
     reset = row.get("outcome") == "reset"
     df.loc[down & df["event"].str.startswith("closes"), "event"] = (
         "closes curl's connection with the ClientHello unread: the kernel sends RST" if reset else "closes curl's connection")
@@ -234,8 +238,14 @@ def trace(curl_row: pd.Series | dict, logs: dict[str, dict]) -> pd.DataFrame:
     total = float(row.get("time_total") or 0) - float(row.get("time_connect") or 0)
     outcome = row.get("outcome")
     end = f"sees HTTP {row.get('http_code')}" if outcome in ("allowed", "denied") else f"fails: {row.get('error') or 'exit ' + str(row.get('exit_code'))}"
-    client.append(_row(t_connect + pd.Timedelta(seconds=max(total, 0)), "curl", None, None, 11,
-                       "reset" if outcome == "reset" else "end", end, 0, "curl"))
+    # curl's clock is finer than Envoy's millisecond stamps; it cannot have seen its answer before the
+    # sidecar gave it, so its end is no earlier than the sidecar's last word on its connection.
+    delivered = df.loc[(df["process"] == "sidecar") & (df["connection_id"] == downstream)
+                       & df["event"].str.startswith(("answers the client", "closes curl's")), "time"]
+    t_end = t_connect + pd.Timedelta(seconds=max(total, 0))
+    if len(delivered):
+        t_end = max(t_end, delivered.min())
+    client.append(_row(t_end, "curl", None, None, 11, "reset" if outcome == "reset" else "end", end, 0, "curl"))
     df = pd.concat([pd.DataFrame(client, columns=TRACE_COLUMNS), df], ignore_index=True)
     df["time"] = pd.to_datetime(df["time"])
     # Envoy logs some closes twice; one event each is enough. All processes share the host's clock,
