@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tproxy_nb import logs
+from tproxy_nb import logparse, logs
 from tproxy_nb.logs import (
     ACCESS_LOG_FORMAT,
     COLUMNS,
@@ -59,6 +59,11 @@ def _first_line(df: pd.DataFrame, needle: str) -> int:
 
 
 # ---------------------------------------------------------------- formats
+
+
+def test_logs_re_exports_the_parser():
+    """Code written against tproxy_nb.logs keeps working after the parser moved to logparse."""
+    assert logs.parse_envoy_log is logparse.parse_envoy_log and logs.COLUMNS is logparse.COLUMNS
 
 
 def test_default_format_capture_reads_every_record():
@@ -248,6 +253,17 @@ def test_random_bytes_never_raise():
         _check_frame(df)
 
 
+def test_bad_bytes_inside_a_header_the_regex_path_reads_never_raise():
+    """Lines the numpy path leaves to the regexes (unusual tags, Istio) may hold non-UTF-8 bytes too."""
+    tags = b'[2026-11-26 06:10:01.123][7][debug][http] [a.cc:3] [Tags: "Conn\xdaId":"1"] x\n'
+    istio = b"2026-11-26T06:10:01.123456Z\tdebug\tenvoy http sour\xabe.cc:3\tnew stream\tthread=7\n"
+    df = parse_envoy_log(tags + istio)
+    assert df["level"].tolist() == ["debug", "debug"] and df.attrs["unparsed"] == 0
+    assert df.loc[1, "source"] == "sour\ufffde.cc:3" and df.loc[1, "thread"] == 7
+    json_thread = '{"timestamp":"2026-11-26T06:10:01Z","level":"debug","logger":"http","thread":"\u00b2"}'
+    assert parse_envoy_log(json_thread).loc[0, "thread"] is pd.NA  # "²" is a digit to str.isdigit, not to int()
+
+
 # ---------------------------------------------------------------- inputs and blocks
 
 
@@ -269,7 +285,7 @@ def test_a_str_that_names_no_file_is_log_text():
 def test_small_blocks_never_split_a_record(monkeypatch, block):
     """Blocks smaller than one record, and boundaries anywhere, change nothing."""
     expected = {source: parse_envoy_log(source) for source in (DEFAULT, ISTIO, MIXED)}
-    monkeypatch.setattr(logs, "_BLOCK", block)
+    monkeypatch.setattr(logparse, "_BLOCK", block)
     for source, frame in expected.items():
         pd.testing.assert_frame_equal(parse_envoy_log(source), frame)
 
@@ -277,13 +293,13 @@ def test_small_blocks_never_split_a_record(monkeypatch, block):
 def test_vectorised_path_matches_the_regex_path(monkeypatch):
     """Envoy's default format is read by numpy; the regex path must give the very same frame."""
     expected = {source: parse_envoy_log(source) for source in (DEFAULT, BRACKETS, MIXED)}
-    vectorised = logs._default_headers
+    vectorised = logparse._default_headers
 
     def regex_only(*args):
         found = vectorised(*args)
         return found._replace(ok=np.zeros_like(found.ok))
 
-    monkeypatch.setattr(logs, "_default_headers", regex_only)
+    monkeypatch.setattr(logparse, "_default_headers", regex_only)
     for source, frame in expected.items():
         pd.testing.assert_frame_equal(parse_envoy_log(source), frame)
 

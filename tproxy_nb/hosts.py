@@ -502,30 +502,33 @@ class Host:
     def get(self, remote: str, local: str | os.PathLike | None = None, *, sudo: bool = False) -> str | Path:
         """Download a file; return its text (when ``local`` is None) or the local path.
 
-        sudo: read a file only root can read (it is staged through a private temporary copy).
+        sudo: read a file only root can read.
+
+        The file is first copied into a private temporary directory on the host, so a file that grows
+        while it is read (a log) arrives as one consistent snapshot whose hash is checked.
 
         Example: ``host.get("/opt/tproxy-nb/log/igw.log", sudo=True)[:200]``.
         """
-        digest = self.sha256(remote, sudo=sudo)
-        if digest is None:
-            raise TproxyError(f"{remote} does not exist on {self.name} (or cannot be read); nothing was downloaded.")
-        src = remote
-        if sudo:
-            staging_dir = self.run(["mktemp", "-d", "/tmp/.tproxy-nb-XXXXXXXX"]).stdout.strip()
-            src = f"{staging_dir}/download"
-            self.run(["install", "-m", "600", "-o", self.user, "--", remote, src], sudo=True, timeout=300)
+        # Snapshot first, into a private directory: a log that grows while we read it is then one
+        # consistent copy, and the hash we check belongs to exactly the bytes we download.
+        staging_dir = self.run(["mktemp", "-d", "/tmp/.tproxy-nb-XXXXXXXX"]).stdout.strip()
+        src = f"{staging_dir}/download"
         try:
+            snapshot = ["install", "-m", "600", "-o", self.user, "--", remote, src] if sudo else ["cp", "--", remote, src]
+            copied = self.run(snapshot, sudo=sudo, check=False, timeout=300)
+            if not copied.ok:
+                raise TproxyError(f"{remote} does not exist on {self.name} (or cannot be read: {copied.tail(1, 'stderr')}); nothing was downloaded.")
+            digest = self.sha256(src)
             buf = io.BytesIO()
             sftp = self._sftp_client()
             size = sftp.stat(src).st_size or 0
             with _progress_bar(size >= PROGRESS_MIN_BYTES, size, os.path.basename(remote)) as cb:
                 sftp.getfo(src, buf, callback=cb)
         finally:
-            if sudo:
-                self.run(["rm", "-rf", "--", staging_dir], check=False)
+            self.run(["rm", "-rf", "--", staging_dir], check=False)
         data = buf.getvalue()
         if hashlib.sha256(data).hexdigest() != digest:
-            raise TproxyError(f"{remote} changed while it was downloaded from {self.name}; retry.")
+            raise TproxyError(f"The download of {remote} from {self.name} arrived corrupted (sha256 mismatch); retry.")
         if local is None:
             return data.decode("utf-8", errors="replace")
         out = Path(local)

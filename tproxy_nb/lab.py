@@ -35,7 +35,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import pki
+from . import guard, pki
 from .errors import LabError
 from .settings import Settings
 
@@ -54,7 +54,7 @@ STATE_DIR = Path(os.environ.get("TPROXY_NB_LAB_DIR", "/var/lib/tproxy-nb-lab"))
 SUDOERS = Path("/etc/sudoers.d/tproxy-nb-lab")
 NETNS_ETC = Path("/etc/netns")
 #: Where the iptables rollback guard keeps its backup on the (lab) host.
-GUARD_DIR = Path("/run/tproxy-nb")
+GUARD_DIR = Path(guard.GUARD_DIR)
 SSH_PORT = 22
 
 
