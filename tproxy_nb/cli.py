@@ -179,9 +179,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_trace(args) -> int:
-    import time
-
-    from . import curl, envoy, trace
+    from . import curl, trace
     from .errors import StepError
 
     settings = _settings(args)
@@ -192,9 +190,7 @@ def cmd_trace(args) -> int:
     with host:
         curl.require_curl(host)
         result = curl.run_case(host, known[args.case], settings.service.user)
-        # Envoy writes its log buffers every FLUSH_INTERVAL_MS; wait for this request's lines.
-        time.sleep(3 * envoy.FLUSH_INTERVAL_MS / 1000)
-        events = trace.trace(result, trace.fetch(host, settings))
+        events = trace.trace(result, trace.fetch(host, settings))  # fetch waits for Envoy's log flush
     print(f"{args.case}: {known[args.case].url} -> {result['outcome']} (http {result['http_code']}, curl exit {result['exit_code']})")
     if events.empty:
         raise StepError(f"Cannot follow the request: {events.attrs.get('problem')}. Are the Envoys running (tproxy-nb envoy status)?")

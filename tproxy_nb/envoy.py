@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 import shlex
 import string
+import time
 from pathlib import Path
 
 import yaml
@@ -521,11 +522,20 @@ def admin(host: Host, settings: Settings, name: str, path: str) -> str:
         raise StepError(f"The admin interface of {name} ({url}) did not answer: {e.result.tail(2, 'stderr')}. Is it running? See status().") from None
 
 
-def logs(host: Host, settings: Settings, name: str, access: bool = False) -> str:
-    """The debug log (or JSON access log) of ``name`` as text.
+def settle_logs() -> None:
+    """Wait until what the Envoys logged so far is in their files (they write every FLUSH_INTERVAL_MS)."""
+    time.sleep(2 * FLUSH_INTERVAL_MS / 1000)
+
+
+def logs(host: Host, settings: Settings, name: str, access: bool = False, settle: bool = True) -> str:
+    """The debug log (or JSON access log) of ``name`` as text, including what was logged just now.
+
+    settle: first wait one flush of Envoy's log buffer (:func:`settle_logs`); pass False when you already did.
 
     Example: ``logs(host, s, "igw", access=True).splitlines()[-1]``.
     """
+    if settle:
+        settle_logs()
     path = log_path(settings, name, access=access)
     try:
         return host.get(path, sudo=True)

@@ -265,6 +265,8 @@ def fetch(host, settings) -> dict[str, dict]:
     """Download and parse the three Envoys' debug and access logs from the host."""
     from . import envoy
 
-    texts = {name: {"debug": envoy.logs(host, settings, name), "access": envoy.logs(host, settings, name, access=True)}
+    envoy.settle_logs()
+    texts = {name: {"debug": envoy.logs(host, settings, name, settle=False),
+                    "access": envoy.logs(host, settings, name, access=True, settle=False)}
              for name in envoy.NAMES}
     return parse_all(texts)
