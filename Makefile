@@ -3,7 +3,8 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PKGS := iproute2 iptables nftables openssh-server sudo curl
+# python3-venv: `python3 -m venv` needs it where python3 is Debian's own.
+APT_PKGS := iproute2 iptables nftables openssh-server sudo curl python3-venv
 # Only the tests need a browser: the real-JupyterLab test drives Debian's Chromium.
 APT_TEST_PKGS := chromium chromium-driver
 STAMP := $(VENV)/.installed-stamp
@@ -39,8 +40,8 @@ run: system $(STAMP)
 bench: system $(STAMP)
 	$(PY) -m bench
 
-lab-down: $(STAMP)
-	$(VENV)/bin/tproxy-nb lab down
+lab-down:
+	@if [ -x $(VENV)/bin/tproxy-nb ]; then $(VENV)/bin/tproxy-nb lab down; else echo "make: no $(VENV): nothing of the lab to take down"; fi
 
 clean: lab-down
 	rm -rf build $(VENV)

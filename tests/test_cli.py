@@ -181,3 +181,25 @@ def curl_hidden(host):
 def test_curl_missing_on_the_target(lab_info, host, curl_hidden):
     assert host.run("command -v curl", check=False).exit_code != 0
     assert_one_paragraph(cli("check"), "curl is not installed", "apt-get install")
+
+
+@pytest.mark.parametrize("args", [["check", "--repeat", "0"], ["iptables", "apply", "--guard", "-1"], ["check", "--repeat", "x"]])
+def test_non_positive_numbers_are_usage_errors(args):
+    p = cli(*args)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "must be above zero" in p.stderr or "is not a number" in p.stderr
+
+
+@pytest.mark.lab
+def test_a_root_directory_we_did_not_make_is_never_taken_over(host, tmp_path):
+    host.run("mkdir -p /opt/tpx-foreign && echo precious > /opt/tpx-foreign/data", sudo=True)
+    f = tmp_path / "s.yaml"
+    f.write_text("paths: {root: /opt/tpx-foreign}\n")
+    accounts = host.run("getent passwd | sort").stdout
+    try:
+        assert_one_paragraph(cli("provision", "--settings", str(f)), "/opt/tpx-foreign", "not made by tproxy-nb")
+        assert host.run("cat /opt/tpx-foreign/data", sudo=True).stdout == "precious\n"
+        assert host.stat("/opt/tpx-foreign/.tproxy-nb", sudo=True) is None
+        assert host.run("getent passwd | sort").stdout == accounts  # refused before any change
+    finally:
+        host.run("rm -rf /opt/tpx-foreign", sudo=True)

@@ -34,7 +34,7 @@ def test_generated_keys_are_private_and_ignored_by_git(tmp_path):
 
 
 def test_ca_keys_are_never_in_the_upload_set():
-    remote = certs.remote_paths(Settings())
-    names = {Path(p).name for p in remote.values()}
-    assert {"client-ca.pem", "server-ca.pem"} <= names
-    assert not names & {"client-ca.key", "server-ca.key"}
+    uploaded = {name for name, _mode in certs.UPLOAD}
+    assert {"client-ca.pem", "server-ca.pem", "sidecar.key"} <= uploaded
+    assert not uploaded & {"client-ca.key", "server-ca.key"}
+    assert all(mode == 0o400 for name, mode in certs.UPLOAD if name.endswith(".key"))

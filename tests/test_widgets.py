@@ -7,8 +7,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import pandas as pd  # noqa: E402
-
 from tproxy_nb import curl, trace, widgets  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "chain"
@@ -27,12 +25,20 @@ def test_filter_narrows_to_the_rbac_deny():
     assert len(widgets.filter_records(df, limit=5)) == 5
 
 
-def test_explorer_offers_every_process_and_traces_a_request():
+def test_explorer_controls_drive_the_filter_and_offer_every_request():
     results = curl.to_frame(json.loads((DATA / "curl.json").read_text()))
-    box = widgets.log_explorer(_logs(), results)
+    logs = _logs()
+    box = widgets.log_explorer(logs, results)
     records, tracer = box.children
-    process = records.children[0].children[0]
+    process, logger, connection = records.children[0].children
+    levels, text = records.children[1].children
+    count = records.children[2]
     assert list(process.options) == ["sidecar", "igw", "igw_http"]
+    process.value = "igw"
+    assert "rbac" in logger.options and 3 in connection.options
+    assert f"of {len(logs['igw']['debug'])} records" in count.value
+    text.value = "enforced denied"
+    assert count.value.startswith("<b>1</b>")
     picker = tracer.children[0]
+    assert len(picker.options) == len(results)
     assert any("https denied" in o and "reset" in o for o in picker.options)
-    assert isinstance(results, pd.DataFrame)

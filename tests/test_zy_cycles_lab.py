@@ -14,10 +14,13 @@ pytestmark = pytest.mark.lab
 
 def test_lab_up_repairs_a_half_dead_lab(lab_info):
     # As after a killed run: sshd gone, namespaces still there.
+    before = lab.status()
     os.kill(int((lab.STATE_DIR / "sshd.pid").read_text()), signal.SIGKILL)
     assert not lab.status().healthy
     info = lab.up()
     assert info.healthy
+    # Repaired, not rebuilt: the same pinned host key (and so the same accounts and files).
+    assert info.host_key_fingerprint == before.host_key_fingerprint
     with info.host_obj() as h:
         assert h.run("sudo -n true").ok
 

@@ -220,22 +220,11 @@ def plan_file(host: Host, remote: str, data: bytes, *, mode: int, owner: str, gr
     return plan
 
 
-def _plan_dir(plan: Plan, host: Host, path: str, mode: int, owner: str, group: str) -> None:
-    """Add a change creating/fixing directory ``path`` unless it already has mode/owner."""
-    current = host.stat(path, sudo=True)
-    want = {"mode": mode, "owner": owner, "group": group}
-    if current == want:
-        plan.note(f"{path} exists ({mode:o} {owner}:{group})")
-        return
-    plan.add(f"{'Create' if current is None else 'Fix'} directory {path} ({mode:o} {owner}:{group})",
-             ["install", "-d", "-m", f"{mode:o}", "-o", owner, "-g", group, "--", path])
-
-
 def plan_upload(host: Host, settings: Settings, local_dir: str | os.PathLike | None = None) -> Plan:
     """Plan copying the files Envoy needs to ``settings.paths.certs`` (never the CA keys).
 
-    Certificates go 0644, keys 0400, all owned by the envoy user; the directory is
-    0750 so only the envoy user and group can list it.
+    Certificates go 0644, keys 0400, all owned by the envoy user. The directory itself (0750, so only
+    the envoy user and group can list it) is :func:`tproxy_nb.provision.plan_dirs`'s to make.
 
     host: the target.
     settings: users and paths.
@@ -249,7 +238,6 @@ def plan_upload(host: Host, settings: Settings, local_dir: str | os.PathLike | N
         raise StepError(f"{directory} lacks {', '.join(missing)}. Run tproxy_nb.certs.generate({str(directory)!r}, settings) first; nothing was uploaded.")
     owner, group = settings.envoy.user, settings.envoy.group
     plan = Plan("certificates")
-    _plan_dir(plan, host, settings.paths.certs, 0o750, owner, group)
     for filename, mode in UPLOAD:
         data = (directory / filename).read_bytes()
         remote = f"{settings.paths.certs}/{filename}"

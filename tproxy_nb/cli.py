@@ -17,6 +17,19 @@ from .errors import TproxyError
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
+def _positive(kind):
+    """An argparse type: a number above zero, else a usage error (exit 2) instead of a traceback."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} must be above zero")
+        return value
+    return parse
+
+
 def _common(p: argparse.ArgumentParser, target: bool = True, settings: bool = True, plan: bool = False) -> None:
     if target:
         p.add_argument("--target", default="lab", help="'lab' (default) or user@host[:port]")
@@ -45,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("iptables", help="the ENVOY_EGRESS NAT chain")
     p.add_argument("action", choices=["apply", "show", "remove"])
     _common(p, plan=True)
-    p.add_argument("--guard", type=float, default=None, help="rollback guard in seconds (default: on for non-lab targets)")
+    p.add_argument("--guard", type=_positive(float), default=None, help="rollback guard in seconds (default: on for non-lab targets)")
 
     p = sub.add_parser("envoy", help="the three Envoy processes")
     p.add_argument("action", choices=["start", "stop", "status"])
@@ -54,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="run the four curl cases as the service user")
     _common(p)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--repeat", type=_positive(int), default=1)
 
     p = sub.add_parser("trace", help="make one request as the service user and follow it through the Envoys' logs")
     p.add_argument("case", nargs="?", default="https denied", help="one of the four cases (default: 'https denied')")
@@ -80,13 +93,14 @@ def _host(args):
     return host
 
 
-def _print_plan(plan, as_json: bool = False) -> None:
-    print(json.dumps(plan.to_dict(), indent=2) if as_json else str(plan))
+def _print_plan(plan) -> None:
+    print(plan)
 
 
 def cmd_lab(args) -> int:
     from . import lab
 
+    lab.require_root()
     if args.action == "up":
         info = lab.up(progress=not args.json)
         print(lab.to_json(info) if args.json else f"lab is up: ssh -i {info.key_file} -o UserKnownHostsFile={info.known_hosts} {info.user}@{info.host}")
@@ -139,13 +153,9 @@ def cmd_iptables(args) -> int:
         if args.action == "apply":
             # The lab's sshd is local: no one can be locked out there, so no rollback guard by default.
             guard = args.guard if args.guard is not None else (None if is_lab(args.target) else iptables.DEFAULT_GUARD_SECONDS)
-            plan = iptables.plan_apply(host, settings, guard_seconds=guard)
-            if not args.plan and not plan.empty:
-                iptables.apply(host, settings, guard_seconds=guard)
+            plan = iptables.plan_apply(host, settings, guard_seconds=guard) if args.plan else iptables.apply(host, settings, guard_seconds=guard)
         else:
-            plan = iptables.plan_remove(host)
-            if not args.plan:
-                plan.apply(host)
+            plan = iptables.plan_remove(host) if args.plan else iptables.remove(host)
         _print_plan(plan)
     return EXIT_OK
 

@@ -321,11 +321,12 @@ def wait_ready_script(settings: Settings, name: str, timeout: int = READY_TIMEOU
 def plan_configs(host: Host, settings: Settings) -> Plan:
     """Plan uploading the rendered configs to ``paths.etc`` (root-owned, readable by the envoy group).
 
+    The directory is :func:`tproxy_nb.provision.plan_dirs`'s to make.
+
     Example: ``print(plan_configs(host, s)); plan_configs(host, s).apply(host)``.
     """
     plan = Plan("envoy configs")
     group = settings.envoy.group
-    certs._plan_dir(plan, host, settings.paths.etc, 0o750, "root", group)
     for name, text in render_all(settings).items():
         remote = config_path(settings, name)
         sub = certs.plan_file(host, remote, text.encode(), mode=0o640, owner="root", group=group, label=f"{name} config")

@@ -386,13 +386,20 @@ class Host:
         wrapped = build_command(cmd, sudo=sudo, user=user, timeout=timeout)
         chan = self._open_channel()
         start = time.monotonic()
-        chan.exec_command(wrapped)
-        if stdin is not None:
-            chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
-        chan.shutdown_write()
-        out, err, code = _drain(chan, deadline=start + timeout + _KILL_GRACE_S + 5)
+        try:
+            chan.exec_command(wrapped)
+            if stdin is not None:
+                # Sent whole before reading: fine for the small inputs we feed (rules, scripts).
+                chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
+            chan.shutdown_write()
+            out, err, code = _drain(chan, deadline=start + timeout + _KILL_GRACE_S + 5)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            self.close()
+            raise ConnectError(f"Lost the SSH connection to {self.name} while starting {to_shell(cmd)[:120]!r} ({e}). "
+                               "Check the host is reachable and run the step again: every step is idempotent.") from None
+        finally:
+            chan.close()
         duration = time.monotonic() - start
-        chan.close()
         result = Result(shown, code if code is not None else 124, out, err, duration, self.name, wrapped)
         if code == -1:
             # paramiko's status for a channel closed without one: the connection dropped mid-command.

@@ -16,7 +16,7 @@ so the tutorial reaches it exactly as it reaches a real host: over SSH.
 Example::
 
     info = up()            # idempotent; repairs a stale lab
-    host = info.host()     # a tproxy_nb.hosts.Host with strict host-key checking
+    host = info.host_obj() # a tproxy_nb.hosts.Host with strict host-key checking
     down()                 # removes everything up() and the tutorial made
 """
 
@@ -50,8 +50,11 @@ SITES = {"www.google.com": "198.18.1.10", "www.lyft.com": "198.18.1.11"}
 LOGIN_USER = "tpx-admin"
 #: GECOS prefix marking accounts made by the lab or the tutorial, so down() removes only ours.
 ACCOUNT_MARK = "tproxy-nb"
-STATE_DIR = Path(os.environ.get("TPROXY_NB_LAB_DIR", "/var/lib/tproxy-nb-lab"))
+DEFAULT_STATE_DIR = Path("/var/lib/tproxy-nb-lab")
+STATE_DIR = Path(os.environ.get("TPROXY_NB_LAB_DIR", DEFAULT_STATE_DIR))
 SUDOERS = Path("/etc/sudoers.d/tproxy-nb-lab")
+#: File that marks STATE_DIR as the lab's, so down() never deletes a directory it did not make.
+STATE_MARK = ".tproxy-nb-lab"
 NETNS_ETC = Path("/etc/netns")
 #: Where the iptables rollback guard keeps its backup on the (lab) host.
 GUARD_DIR = Path(guard.GUARD_DIR)
@@ -171,7 +174,7 @@ def status() -> LabInfo:
             problems.append(f"namespace {ns} is missing")
     if not _pid_alive(_read_pid(STATE_DIR / "sshd.pid")):
         problems.append("sshd is not running")
-    elif not _ssh_banner(HOST_ADDR, SSH_PORT):
+    elif not _ssh_banner(HOST_ADDR, SSH_PORT, timeout=3.0):
         problems.append(f"sshd does not answer on {HOST_ADDR}:{SSH_PORT}")
     if not _pid_alive(_read_pid(STATE_DIR / "standin.pid")):
         problems.append("the stand-in internet servers are not running")
@@ -201,6 +204,15 @@ def up(progress: bool = False) -> LabInfo:
     if current.healthy:
         return current
     say = (lambda msg: print(f"lab: {msg}", file=sys.stderr)) if progress else (lambda msg: None)
+    if _only_processes_dead(current):
+        # Namespaces, keys and accounts are intact (a killed run): restart what died and keep
+        # whatever the tutorial built on the host.
+        say("restarting " + "; ".join(current.problems))
+        _restart_processes()
+        repaired = status()
+        if repaired.healthy:
+            return repaired
+        current = repaired
     if current.namespaces or STATE_DIR.exists():
         say("replacing a stale lab (" + "; ".join(current.problems) + ")")
     down()
@@ -227,9 +239,36 @@ def up(progress: bool = False) -> LabInfo:
     return info
 
 
+def _state_dir_is_ours() -> bool:
+    """The default lab directory is ours by name; any other only with our mark in it."""
+    return STATE_DIR == DEFAULT_STATE_DIR or (STATE_DIR / STATE_MARK).exists()
+
+
+_PROCESS_PROBLEMS = ("sshd is not running", "sshd does not answer", "the stand-in internet servers are not running")
+
+
+def _only_processes_dead(info: LabInfo) -> bool:
+    """True when every problem is a dead or silent process (and the veth to the host is there)."""
+    return bool(info.problems) and all(p.startswith(_PROCESS_PROBLEMS) for p in info.problems) and \
+        _run(["ip", "link", "show", ROOT_VETH], check=False).returncode == 0
+
+
+def _restart_processes() -> None:
+    sshd = _read_pid(STATE_DIR / "sshd.pid")
+    if not (_pid_alive(sshd) and _ssh_banner(HOST_ADDR, SSH_PORT, timeout=3.0)):
+        if _pid_alive(sshd):
+            _kill_pids([sshd])
+        _start_sshd()
+    if not _pid_alive(_read_pid(STATE_DIR / "standin.pid")):
+        _start_standin()
+
+
 def _make_state() -> None:
+    if STATE_DIR.exists() and any(STATE_DIR.iterdir()) and not _state_dir_is_ours():
+        raise LabError(f"{STATE_DIR} exists and is not a tproxy-nb lab directory; set TPROXY_NB_LAB_DIR to a new path.")
     STATE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(STATE_DIR, 0o700)
+    (STATE_DIR / STATE_MARK).write_text("made by tproxy-nb lab up; removed by tproxy-nb lab down\n")
     private, public = pki.ssh_keypair(f"{LOGIN_USER}@tproxy-nb-lab")
     pki.write_private(STATE_DIR / "id_ed25519", private)
     (STATE_DIR / "id_ed25519.pub").write_text(public + "\n")
@@ -332,11 +371,12 @@ def _start_sshd() -> None:
     )
     _run(["/usr/sbin/sshd", "-t", "-f", str(cfg)])
     _run(_ns(HOST_NS, "/usr/sbin/sshd", "-f", str(cfg), "-E", str(STATE_DIR / "sshd.log")))
-    for _ in range(100):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
         if _ssh_banner(HOST_ADDR, SSH_PORT, timeout=0.5):
             return
         time.sleep(0.05)
-    raise LabError(f"sshd did not answer on {HOST_ADDR}:{SSH_PORT} within 5 s; see {STATE_DIR / 'sshd.log'}.")
+    raise LabError(f"sshd did not answer on {HOST_ADDR}:{SSH_PORT} within 10 s; see {STATE_DIR / 'sshd.log'}.")
 
 
 def _start_standin() -> None:
@@ -397,7 +437,8 @@ def leftovers(settings: Settings | None = None) -> list[str]:
     s = settings or Settings()
     found = [f"namespace {ns}" for ns in existing_namespaces()]
     found += [f"user {p.pw_name}" for p in our_accounts()]
-    for path in (STATE_DIR, SUDOERS, NETNS_ETC / HOST_NS, NETNS_ETC / INET_NS, Path(s.paths.root), GUARD_DIR):
+    state = [STATE_DIR] if _state_dir_is_ours() else []
+    for path in (*state, SUDOERS, NETNS_ETC / HOST_NS, NETNS_ETC / INET_NS, Path(s.paths.root), GUARD_DIR):
         if path.exists():
             found.append(f"file {path}")
     found += [f"shared memory {p}" for p in _our_shm(s)]
@@ -468,7 +509,10 @@ def down(settings: Settings | None = None) -> list[str]:
     if (root / ".tproxy-nb").exists():
         shutil.rmtree(root, ignore_errors=True)
         removed.append(f"directory {root}")
-    for path in (SUDOERS, NETNS_ETC / HOST_NS, NETNS_ETC / INET_NS, STATE_DIR, GUARD_DIR):
+    ours = [SUDOERS, NETNS_ETC / HOST_NS, NETNS_ETC / INET_NS, GUARD_DIR]
+    if _state_dir_is_ours():
+        ours.append(STATE_DIR)
+    for path in ours:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
             removed.append(str(path))
@@ -480,11 +524,6 @@ def down(settings: Settings | None = None) -> list[str]:
     except OSError:
         pass
     return removed
-
-
-def host(settings: Settings | None = None):
-    """A Host for the lab (brings it up if needed)."""
-    return up().host_obj()
 
 
 def to_json(info: LabInfo) -> str:

@@ -76,6 +76,7 @@ def plan_dirs(host: Host, s: Settings) -> Plan:
         (p.log, 0o750, e.user, e.group),
         (p.run, 0o750, e.user, e.group),
     ]
+    marked = require_root_ours(host, s)
     for path, mode, owner, group in wanted:
         st = host.stat(path, sudo=True)
         if st is None:
@@ -84,9 +85,22 @@ def plan_dirs(host: Host, s: Settings) -> Plan:
             plan.add(f"fix {path} to {mode:o} {owner}:{group}", ["chown", f"{owner}:{group}", path], ["chmod", f"{mode:o}", path])
         else:
             plan.note(f"{path} is in place")
-    if host.stat(f"{p.root}/{ROOT_MARK}", sudo=True) is None:
+    if not marked:
         plan.add(f"mark {p.root} as made by tproxy-nb", ["sh", "-c", f"echo 'made by tproxy-nb; remove with tproxy-nb provision --remove' > {shlex.quote(p.root + '/' + ROOT_MARK)}"])
     return plan
+
+
+def require_root_ours(host: Host, s: Settings) -> bool:
+    """Refuse a ``paths.root`` that exists but was not made by us; True when it is ours already.
+
+    Never take over a directory we did not make: removal deletes the whole tree.
+    """
+    root = s.paths.root
+    marked = host.stat(f"{root}/{ROOT_MARK}", sudo=True) is not None
+    if not marked and host.stat(root, sudo=True) is not None:
+        raise StepError(f"{root} already exists on {host.hostname} and was not made by tproxy-nb (no {ROOT_MARK} in it). "
+                        "Choose another paths.root in the settings, or remove that directory yourself. Nothing was changed.")
+    return marked
 
 
 def local_envoy_binary() -> Path:
@@ -143,6 +157,7 @@ def planners(s: Settings, certs_dir: Path | None = None) -> list[tuple[str, Call
 def preflight(host: Host, s: Settings) -> None:
     """Fail early, changing nothing, when the target cannot take the chain."""
     require_sudo(host)
+    require_root_ours(host, s)
     tools = which(host, ["curl", "getent", "useradd", "setsid", "install", "sha256sum"], sudo=True)
     missing = [t for t, path in tools.items() if path is None]
     if missing:
@@ -176,16 +191,26 @@ def plan_remove(host: Host, s: Settings) -> list[Plan]:
     """Undo provisioning: stop Envoys, remove our rules, accounts and directory tree."""
     from . import envoy, iptables
 
-    plans = [Plan("envoys"), iptables.plan_remove(host)]
-    plans[0].add("stop the three Envoys", action=lambda h: envoy.stop(h, s))
+    envoys = Plan("envoys")
+    running = [name for name in envoy.NAMES if envoy.pids(host, s, name)]
+    if running:
+        envoys.add(f"stop {', '.join(running)}", action=lambda h: envoy.stop(h, s))
+    else:
+        envoys.note("no Envoy of ours is running")
+    plans = [envoys, iptables.plan_remove(host)]
     accounts = Plan("accounts")
     for acct in (s.envoy, s.service):
         user = _getent(host, "passwd", acct.user)
-        if user and user[4].startswith(ACCOUNT_MARK):
-            accounts.add(f"remove user {acct.user}", ["userdel", acct.user])
-        group = _getent(host, "group", acct.group)
-        if group:
-            accounts.add(f"remove group {acct.group}", ["sh", "-c", f"getent group {shlex.quote(acct.group)} >/dev/null && groupdel {shlex.quote(acct.group)} || true"])
+        if not (user and user[4].startswith(ACCOUNT_MARK)):
+            continue
+        accounts.add(f"remove user {acct.user}", ["userdel", acct.user])
+        group = _getent(host, "group", user[3])
+        # Only the user's own primary group, and only while nobody else is in it or uses it.
+        others = [p for p in host.run(["getent", "passwd"], check=False).stdout.splitlines()
+                  if p.split(":")[3:4] == [user[3]] and p.split(":")[0] != acct.user]
+        if group and not group[3] and not others:
+            # userdel may already have removed a group named like the user (USERGROUPS_ENAB).
+            accounts.add(f"remove group {group[0]}", ["sh", "-c", f"! getent group {shlex.quote(group[0])} >/dev/null || groupdel {shlex.quote(group[0])}"])
     if accounts.empty:
         accounts.note("no tproxy-nb accounts")
     plans.append(accounts)

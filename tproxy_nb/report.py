@@ -196,6 +196,7 @@ def execute_notebook(path: Path, params: str, out_dir: Path, progress: bool = Tr
     """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+    from jupyter_client.kernelspec import NoSuchKernel
     from tqdm.auto import tqdm
 
     run = NotebookRun(path.stem)
@@ -230,6 +231,10 @@ def execute_notebook(path: Path, params: str, out_dir: Path, progress: bool = Tr
     except DeadKernelError as e:
         run.status = "failed"
         run.error = f"the kernel died: {e}"
+    except (NoSuchKernel, RuntimeError, OSError) as e:
+        # jupyter_client: no python3 kernelspec, or "Kernel didn't respond in 60 seconds".
+        run.status = "failed"
+        run.error = f"the python3 kernel could not start ({e}); install ipykernel into this environment (make run does)"
     finally:
         bar.close()
         run.seconds = time.monotonic() - start
