@@ -161,3 +161,9 @@ def test_connection_lost_mid_command_is_a_connect_error(host):
     with pytest.raises(ConnectError, match="Lost the SSH connection"):
         host.run("sleep 5", timeout=20)
     assert host.run("echo back").stdout.strip() == "back"
+
+
+def test_large_stdin_with_large_output_does_not_deadlock(host):
+    data = "x" * 4_000_000 + "\n"
+    r = host.run("cat; head -c 3000000 /dev/zero | base64 -w 0", stdin=data, timeout=60)
+    assert r.stdout.startswith("x" * 1000) and len(r.stdout) > 8_000_000

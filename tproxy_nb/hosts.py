@@ -388,11 +388,8 @@ class Host:
         start = time.monotonic()
         try:
             chan.exec_command(wrapped)
-            if stdin is not None:
-                # Sent whole before reading: fine for the small inputs we feed (rules, scripts).
-                chan.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
-            chan.shutdown_write()
-            out, err, code = _drain(chan, deadline=start + timeout + _KILL_GRACE_S + 5)
+            data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
+            out, err, code = _drain(chan, deadline=start + timeout + _KILL_GRACE_S + 5, stdin=data)
         except (paramiko.SSHException, OSError, EOFError) as e:
             self.close()
             raise ConnectError(f"Lost the SSH connection to {self.name} while starting {to_shell(cmd)[:120]!r} ({e}). "
@@ -544,11 +541,24 @@ class Host:
         return out
 
 
-def _drain(chan: paramiko.Channel, deadline: float) -> tuple[str, str, int | None]:
-    """Read stdout and stderr until the command exits (never recv_exit_status() first: it deadlocks)."""
+def _drain(chan: paramiko.Channel, deadline: float, stdin: bytes = b"") -> tuple[str, str, int | None]:
+    """Feed stdin and read stdout and stderr until the command exits.
+
+    Never recv_exit_status() first, and never all of stdin before reading: either deadlocks once
+    the command's output fills the SSH window while we wait on something else.
+    """
     out, err = bytearray(), bytearray()
+    pending = memoryview(stdin)
+    if not pending:
+        chan.shutdown_write()
     while True:
         got = False
+        if pending and chan.send_ready():
+            sent = chan.send(pending[: 1 << 15])
+            pending = pending[sent:]
+            got = True
+            if not pending:
+                chan.shutdown_write()
         while chan.recv_ready():
             out += chan.recv(1 << 16)
             got = True
