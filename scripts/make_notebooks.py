@@ -263,11 +263,11 @@ def setup_notebook() -> nbformat.NotebookNode:
 
             environment(host, settings)
             """),
-        md("`nft` means `iptables` drives the kernel's nftables; rules loaded through one backend are invisible to the other's tools. Envoy comes in Step 5."),
+        md("`nft` means `iptables` drives the kernel's nftables; rules loaded through one backend are invisible to the other's tools. Envoy is not there yet: Step 5 installs it and Step 7 checks it."),
         code("""
             env = environment(host, settings)["value"]
-            assert env["kernel"] != "?" and env["distribution"] != "?", env
-            assert env["iptables backend"] in ("nft", "legacy"), env["iptables backend"]
+            assert env["kernel"] != "?" and env["distribution"] != "?", f"could not read uname or /etc/os-release on the host:\\n{env}"
+            assert env["iptables backend"] in ("nft", "legacy"), f"`iptables --version` names no known backend ({env['iptables backend']}); is iptables installed?"
             f"✓ {env['distribution']}, kernel {env['kernel']}, iptables backend {env['iptables backend']}"
             """),
 
@@ -280,7 +280,10 @@ def setup_notebook() -> nbformat.NotebookNode:
         code("""
             pd.DataFrame([{"role": role, **vars(account)} for role, account in (("envoy", settings.envoy), ("service", settings.service))])
             """),
-        md("Both are system accounts without a login shell or home directory: nobody logs in as them."),
+        md("""
+            These are the wanted names and ids, not yet the host's. Step 5 creates both as system accounts without a
+            login shell or home directory: nobody logs in as them.
+            """),
         md("This helper reads the accounts as the host's user database has them (`getent`):"),
         code("""
             def accounts(host, settings):
@@ -302,7 +305,8 @@ def setup_notebook() -> nbformat.NotebookNode:
         md("Provisioning refuses to take over an account that exists with other ids; check none is in the way:"),
         code("""
             acct = accounts(host, settings)
-            assert settings.envoy.uid != settings.service.uid and settings.envoy.gid != settings.service.gid
+            assert settings.envoy.uid != settings.service.uid and settings.envoy.gid != settings.service.gid, \\
+                "the envoy and service accounts need different uids and gids, or the firewall cannot tell them apart"
             clash = acct[acct["uid"].notna() & (acct["uid"] != acct["wanted uid"])]
             assert clash.empty, f"these accounts exist with other uids; provisioning would refuse them:\\n{clash}"
             "✓ two distinct uids, and no existing account in the way"
@@ -319,7 +323,10 @@ def setup_notebook() -> nbformat.NotebookNode:
             for plan in plans:
                 display(plan)
             """),
-        md("On a fresh host every step has changes; on a provisioned one every step says *nothing to change*."),
+        md("""
+            On a fresh host every step has changes; on a provisioned one every step says *nothing to change*. Changes
+            with a `$` line run that command (with `sudo`); the others upload a file over the same SSH connection.
+            """),
         md("A dry run changes nothing on the host, so planning again gives the same plans:"),
         code("""
             again = provision.plan_all(host, settings)
@@ -349,9 +356,9 @@ def setup_notebook() -> nbformat.NotebookNode:
         md("Both exist with exactly the uids and gids the firewall rules will match on."),
         code("""
             acct = accounts(host, settings)
-            assert acct["uid"].tolist() == acct["wanted uid"].tolist(), acct
-            assert acct["gid"].tolist() == acct["wanted gid"].tolist(), acct
-            assert set(acct["shell"]) == {"/usr/sbin/nologin"}, acct["shell"]
+            assert acct["uid"].tolist() == acct["wanted uid"].tolist(), f"uids differ from the settings (or an account is missing):\\n{acct}"
+            assert acct["gid"].tolist() == acct["wanted gid"].tolist(), f"gids differ from the settings (or a group is missing):\\n{acct}"
+            assert set(acct["shell"]) == {"/usr/sbin/nologin"}, f"an account has a login shell:\\n{acct[['user', 'shell']]}"
             "✓ both accounts exist with the configured uid/gid and no login shell"
             """),
 
@@ -366,8 +373,8 @@ def setup_notebook() -> nbformat.NotebookNode:
             environment(host, settings)
             """),
         code("""
-            assert re.fullmatch(r"\\d+\\.\\d+\\.\\d+.*", envoy_version), envoy_version
-            assert environment(host, settings).loc["envoy", "value"] == envoy_version
+            assert re.fullmatch(r"\\d+\\.\\d+\\.\\d+.*", envoy_version), f"`envoy --version` gave no version number: {envoy_version!r}"
+            assert environment(host, settings).loc["envoy", "value"] == envoy_version, "the environment table reads another Envoy version"
             f"✓ Envoy {envoy_version} runs as {settings.envoy.user}"
             """),
 
@@ -389,16 +396,17 @@ def setup_notebook() -> nbformat.NotebookNode:
             files
             """),
         md("""
-            Keys are `0400` and belong to the envoy user; certificates are world-readable (they are public);
-            the configs belong to root and are readable by the envoy group only.
+            Keys are `0400` and belong to the envoy user. Certificates are `0644` (a certificate is public), although the
+            `0750` directory already keeps everyone but the envoy user and group out. The configs belong to root and
+            are readable by the envoy group only, so Envoy can read but not change them.
             """),
         code("""
             keys = [p for p in cert_files if p.endswith(".key")]
             for key in keys:
-                assert (files.loc[key, "mode"], files.loc[key, "owner"]) == ("400", settings.envoy.user), files.loc[key]
+                assert (files.loc[key, "mode"], files.loc[key, "owner"]) == ("400", settings.envoy.user), f"{key} must be 0400 {settings.envoy.user}:\\n{files.loc[key]}"
             for path in config_files:
-                assert (files.loc[path, "mode"], files.loc[path, "owner"], files.loc[path, "group"]) == ("640", "root", settings.envoy.group), files.loc[path]
-            assert files.loc[settings.paths.certs, "mode"] == "750"
+                assert (files.loc[path, "mode"], files.loc[path, "owner"], files.loc[path, "group"]) == ("640", "root", settings.envoy.group), f"{path} must be 0640 root:{settings.envoy.group}:\\n{files.loc[path]}"
+            assert files.loc[settings.paths.certs, "mode"] == "750", f"{settings.paths.certs} must be 0750, not {files.loc[settings.paths.certs, 'mode']}"
             uploaded = host.run(["ls", "--", settings.paths.certs], sudo=True).stdout.split()
             assert not [f for f in uploaded if f.endswith("-ca.key")], "CA private keys must stay on this machine"
             f"✓ {len(keys)} keys at 0400 {settings.envoy.user}, configs at 0640 root:{settings.envoy.group}, no CA key on the host"
@@ -412,7 +420,7 @@ def setup_notebook() -> nbformat.NotebookNode:
             """),
         md("Only the envoy user: neither the application nor the login user can read it (root can, as always)."),
         code("""
-            assert readers == {settings.envoy.user: True, settings.service.user: False, host.user: False}, readers
+            assert readers == {settings.envoy.user: True, settings.service.user: False, host.user: False}, f"wrong readers of {key} (True = can read): {readers}"
             "✓ only the envoy user can read the private key"
             """),
 
@@ -508,8 +516,8 @@ def iptables_notebook() -> nbformat.NotebookNode:
             """),
         md("Only TCP jumps to `ENVOY_EGRESS`; UDP (DNS, for one) leaves unchanged, because Envoy proxies TCP here."),
         code("""
-            assert hook.chain == "OUTPUT" and hook.line.endswith(f"-j {iptables.CHAIN}"), hook.line
-            assert "-p tcp" in hook.line
+            assert hook.chain == "OUTPUT" and hook.line.endswith(f"-j {iptables.CHAIN}"), f"the hook must jump from OUTPUT to {iptables.CHAIN}: {hook.line}"
+            assert "-p tcp" in hook.line, f"the hook must match TCP only: {hook.line}"
             "✓ the hook is in nat OUTPUT and sends TCP only"
             """),
 
@@ -521,8 +529,9 @@ def iptables_notebook() -> nbformat.NotebookNode:
             """),
         md("Every rule carries a `tproxy-nb:` comment: that is how the tutorial recognises its own rules and removes only those."),
         code("""
-            assert f"--uid-owner {settings.envoy.uid}" in rules_text
-            assert f"--to-ports {settings.ports.http_redirect}" in rules_text and f"--to-ports {settings.ports.tls_redirect}" in rules_text
+            assert f"--uid-owner {settings.envoy.uid}" in rules_text, f"no RETURN for the envoy uid {settings.envoy.uid}: Envoy's own traffic would loop"
+            assert f"--to-ports {settings.ports.http_redirect}" in rules_text and f"--to-ports {settings.ports.tls_redirect}" in rules_text, \\
+                "the REDIRECT ports must be the sidecar's listener ports from the settings"
             assert rules_text.index("--uid-owner") < rules_text.index("REDIRECT"), "the envoy RETURN must come before any REDIRECT"
             "✓ the envoy uid is exempted before anything is redirected"
             """),
@@ -536,12 +545,17 @@ def iptables_notebook() -> nbformat.NotebookNode:
         md("""
             Order matters: iptables takes the first rule that matches. The `RETURN`s come first, so Envoy's own
             connections and local traffic are never redirected; the catch-all `REDIRECT` comes last.
+
+            `REDIRECT` rewrites the destination to `127.0.0.1:<port>`, where the sidecar listens. The kernel's
+            connection tracking (conntrack) remembers the address the application asked for, and the sidecar reads
+            it back from the accepted socket with the socket option `SO_ORIGINAL_DST` (notebook 3, Step 3).
             """),
         code("""
-            assert len(explained) == 1 + len(iptables.wanted_rules(settings))
-            assert explained["why"].str.len().gt(20).all()
+            assert len(explained) == 1 + len(iptables.wanted_rules(settings)), "one row per rule, the OUTPUT hook included"
+            assert explained["why"].str.len().gt(20).all(), f"a rule without an explanation:\\n{explained[explained['why'].str.len() <= 20]}"
             targets_in_order = [rule.split(" -j ")[-1].split()[0] for rule in explained["rule"]]
-            assert targets_in_order[-2:] == ["REDIRECT", "REDIRECT"] and "REDIRECT" not in targets_in_order[:-2], targets_in_order
+            assert targets_in_order[-2:] == ["REDIRECT", "REDIRECT"] and "REDIRECT" not in targets_in_order[:-2], \\
+                f"every RETURN must come before the REDIRECTs; the targets in order are {targets_in_order}"
             "✓ every rule is explained; the REDIRECTs come last"
             """),
 
@@ -552,14 +566,14 @@ def iptables_notebook() -> nbformat.NotebookNode:
             """),
         md("With `nft`, the rules land in nftables (visible with `nft list ruleset`); with `legacy`, in the old x_tables. Always inspect them with the same tool that loaded them."),
         code("""
-            assert iptables.backend(host) in ("nft", "legacy")
+            assert iptables.backend(host) in ("nft", "legacy"), "`iptables --version` names neither nf_tables nor legacy; is iptables installed?"
             "✓ the backend is known"
             """),
 
         md("## Step 6: Dry run"),
         md("On a remote host the rules are applied under a rollback guard:"),
         GUARD_CELL,
-        md("`None` for the lab. Now read the host's `nat` table and plan what would bring the chain in place:"),
+        md("`None` for the lab; for your own host, the seconds the host waits for that confirmation. Now read the host's `nat` table and plan what would bring the chain in place:"),
         code("""
             plan = iptables.plan_apply(host, settings, guard_seconds=GUARD)
             plan
@@ -584,9 +598,9 @@ def iptables_notebook() -> nbformat.NotebookNode:
             """),
         md("The hook in `OUTPUT`, then the chain's rules in order, as `iptables -S` prints them."),
         code("""
-            assert any(line.startswith("-A OUTPUT ") and line.endswith(f"-j {iptables.CHAIN}") for line in ours), ours
-            assert not any(line.startswith("-A PREROUTING") and iptables.CHAIN in line for line in ours)
-            assert f"--uid-owner {settings.envoy.uid}" in listing
+            assert any(line.startswith("-A OUTPUT ") and line.endswith(f"-j {iptables.CHAIN}") for line in ours), f"no jump from OUTPUT to {iptables.CHAIN} in iptables -S:\\n" + "\\n".join(ours)
+            assert not any(line.startswith("-A PREROUTING") and iptables.CHAIN in line for line in ours), f"{iptables.CHAIN} must not hang in PREROUTING"
+            assert f"--uid-owner {settings.envoy.uid}" in listing, f"the host has no RETURN for the envoy uid {settings.envoy.uid}"
             assert iptables.plan_apply(host, settings, guard_seconds=GUARD).empty, "applying again must change nothing"
             "✓ ENVOY_EGRESS is hooked into OUTPUT; a second apply would change nothing"
             """),
@@ -597,7 +611,12 @@ def iptables_notebook() -> nbformat.NotebookNode:
             before = iptables.show(host)
             before
             """),
-        md("The `nat` table sees only the *first* packet of each connection: each new connection adds one packet to exactly one rule's path."),
+        md("""
+            The `nat` table sees only the *first* packet of each connection: each new connection adds one packet to exactly
+            one rule's path. Counts may already be above zero: every TCP connection the host opened since the rules were
+            loaded is counted. A packet on the first `RETURN` (not a SYN) belongs to a connection that conntrack picked up
+            mid-stream, such as an SSH session that was already open; that `RETURN` is what leaves it alone.
+            """),
         md("Make one plain-HTTP request as the service user, whose connections the chain redirects:"),
         code("""
             url = f"http://{settings.allowed_hosts[0]}/"
@@ -610,9 +629,10 @@ def iptables_notebook() -> nbformat.NotebookNode:
             request(settings.service.user)
             """),
         md("""
-            If the Envoys are not running yet (notebook 3 starts them), curl fails with *connection refused*:
-            the kernel sent it to the sidecar's port on 127.0.0.1, where nothing listens yet. That, too, proves the
-            redirect. Once notebook 3 has run, the answer is `200`.
+            On a first run the Envoys are not running yet (notebook 3 starts them), so curl fails with exit code 7
+            (*Couldn't connect to server*; older curl says *Connection refused*): the kernel sent the connection to the sidecar's port on 127.0.0.1,
+            where nothing listens yet, and refused it. That, too, proves the redirect. Once notebook 3 has run,
+            the answer is `200`.
             """),
         md("Compare the counters with those before:"),
         code("""
@@ -634,7 +654,7 @@ def iptables_notebook() -> nbformat.NotebookNode:
                 hit = delta["comment"].str.contains(text, regex=False) | delta["target_options"].str.contains(text, regex=False)
                 return int(delta.loc[hit, "new packets"].sum())
 
-            assert new_packets(delta, f"--to-ports {settings.ports.http_redirect}") >= 1, delta
+            assert new_packets(delta, f"--to-ports {settings.ports.http_redirect}") >= 1, f"the port-80 REDIRECT counted no new packet: the service user's connection was not redirected\\n{delta}"
             "✓ the service user's connection to port 80 was redirected to the sidecar"
             """),
 
@@ -657,9 +677,9 @@ def iptables_notebook() -> nbformat.NotebookNode:
             """),
         md("The envoy-uid `RETURN` matched; no `REDIRECT` did. This is also why nothing but Envoy may run as that user: it bypasses the proxy and its allowlist."),
         code("""
-            assert direct["exit code"] == 0, direct
-            assert new_packets(delta, "envoy uid") >= 1, delta
-            assert new_packets(delta, f"--to-ports {settings.ports.http_redirect}") == 0, delta
+            assert direct["exit code"] == 0, f"the envoy user could not reach {url} directly: {direct}"
+            assert new_packets(delta, "envoy uid") >= 1, f"the envoy-uid RETURN counted nothing:\\n{delta}"
+            assert new_packets(delta, f"--to-ports {settings.ports.http_redirect}") == 0, f"the envoy user's connection was redirected: it would loop\\n{delta}"
             "✓ the envoy user's connection returned before any REDIRECT"
             """),
 
@@ -729,8 +749,8 @@ def envoy_notebook() -> nbformat.NotebookNode:
             """),
         md("All zeros means this notebook starts from the state notebooks 1 and 2 left."),
         code("""
-            assert iptables.plan_apply(host, settings).empty
-            assert all(p.empty for p in provision.plan_all(host, settings))
+            assert iptables.plan_apply(host, settings).empty, "the firewall rules differ from notebook 2's; run it (or iptables.apply) again"
+            assert all(p.empty for p in provision.plan_all(host, settings)), "the host differs from what notebook 1 provisions; run it again"
             "✓ accounts, binary, certificates, configs and firewall rules are in place"
             """),
 
@@ -778,20 +798,28 @@ def envoy_notebook() -> nbformat.NotebookNode:
             show_yaml(listener("sidecar", "sidecar_tls")["listener_filters"])
             """),
         md("""
-            `original_dst` reads the destination the application asked for (iptables saved it before rewriting it to
-            127.0.0.1); `tls_inspector` peeks at the ClientHello, without consuming it, to learn the SNI: the site's name.
-            The HTTP listener needs only `original_dst`, because HTTP carries the name in its `Host` header.
+            `original_dst` asks the kernel for the destination the application asked for (`SO_ORIGINAL_DST`: conntrack
+            kept it when iptables rewrote the destination to 127.0.0.1) and makes it the connection's local address.
+            `tls_inspector` peeks at the TLS ClientHello, the client's first message, without consuming it, to learn the
+            **SNI** (Server Name Indication): the site's name, which the client sends in clear text so the server can
+            pick a certificate. The HTTP listener needs only `original_dst`, because HTTP carries the name in its `Host` header.
             """),
         code("""
             tls_listener = listener("sidecar", "sidecar_tls")
-            assert [f["name"] for f in tls_listener["listener_filters"]] == ["envoy.filters.listener.original_dst", "envoy.filters.listener.tls_inspector"]
-            assert tls_listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": settings.ports.tls_redirect}
-            assert tls_listener["filter_chains"][0]["filter_chain_match"] == {"transport_protocol": "tls"}
+            assert [f["name"] for f in tls_listener["listener_filters"]] == ["envoy.filters.listener.original_dst", "envoy.filters.listener.tls_inspector"], \\
+                "the TLS listener needs original_dst, then tls_inspector"
+            assert tls_listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": settings.ports.tls_redirect}, \\
+                f"the TLS listener must be where iptables redirects to: 127.0.0.1:{settings.ports.tls_redirect}"
+            assert tls_listener["filter_chains"][0]["filter_chain_match"] == {"transport_protocol": "tls"}, "the TLS listener must accept TLS only"
             "✓ the TLS listener restores the destination, reads the SNI and accepts only TLS"
             """),
 
         md("## Step 4: The tunnel: `tunneling_config`"),
-        md("The TLS listener does not decrypt anything: a TCP proxy wraps the bytes into an HTTP `CONNECT` to the gateway:"),
+        md("""
+            An HTTP `CONNECT host:port` request asks a proxy to open a TCP connection to `host:port` and, once it answers
+            `200`, to relay raw bytes both ways: a *tunnel*. The TLS listener does not decrypt anything: a TCP proxy
+            wraps the application's bytes into such a tunnel through the gateway:
+            """),
         code("""
             tcp_proxy = tls_listener["filter_chains"][0]["filters"][0]["typed_config"]
             show_yaml({key: tcp_proxy[key] for key in ("cluster", "tunneling_config")})
@@ -802,27 +830,39 @@ def envoy_notebook() -> nbformat.NotebookNode:
             inside the tunnel, unread.
             """),
         code("""
-            assert tcp_proxy["cluster"] == "igw"
-            assert tcp_proxy["tunneling_config"]["hostname"] == "%REQUESTED_SERVER_NAME%:%DOWNSTREAM_LOCAL_PORT%"
+            assert tcp_proxy["cluster"] == "igw", f"TLS connections must be tunnelled to igw, not {tcp_proxy['cluster']}"
+            assert tcp_proxy["tunneling_config"]["hostname"] == "%REQUESTED_SERVER_NAME%:%DOWNSTREAM_LOCAL_PORT%", \\
+                "the CONNECT target must be the SNI and the original port, or the gateway's RBAC judges the wrong name"
             "✓ TLS connections are tunnelled to igw as CONNECT <SNI>:<port>"
             """),
 
         md("## Step 5: mTLS between sidecar and gateways"),
-        md("The sidecar's cluster for `igw` presents a client certificate and checks the gateway's:"),
+        md("""
+            In mTLS (mutual TLS) both ends present a certificate and check the other's. The sidecar's cluster for `igw`
+            presents the sidecar's client certificate and checks the gateway's:
+            """),
         code("""
             show_yaml(cluster("sidecar", "igw")["transport_socket"])
             """),
-        md("The sidecar trusts only the *server CA*, and only a certificate naming the gateway. The gateway's side:"),
+        md("""
+            The sidecar trusts only the *server CA*, and only a certificate whose SAN (Subject Alternative Name, the
+            names a certificate is valid for) is the gateway's DNS name; `sni` asks the gateway for that name.
+            The gateway's side:
+            """),
         code("""
             show_yaml(listener("igw", "igw")["filter_chains"][0]["transport_socket"])
             """),
-        md("The gateway demands a client certificate from the *client CA* with the sidecar's SPIFFE URI: nothing else on the host can use the gateway."),
+        md("""
+            The gateway demands a client certificate from the *client CA* whose SAN is the sidecar's URI
+            (a SPIFFE ID, a URI naming a workload). Only a client holding the sidecar's private key, which only the
+            envoy user can read (notebook 1, Step 8), can open a tunnel through the gateway.
+            """),
         code("""
             upstream = cluster("sidecar", "igw")["transport_socket"]["typed_config"]
             downstream = listener("igw", "igw")["filter_chains"][0]["transport_socket"]["typed_config"]
-            assert upstream["common_tls_context"]["validation_context"]["trusted_ca"]["filename"].endswith("server-ca.pem")
-            assert downstream["require_client_certificate"] is True
-            assert downstream["common_tls_context"]["validation_context"]["trusted_ca"]["filename"].endswith("client-ca.pem")
+            assert upstream["common_tls_context"]["validation_context"]["trusted_ca"]["filename"].endswith("server-ca.pem"), "the sidecar must trust the server CA only"
+            assert downstream["require_client_certificate"] is True, "the gateway must demand a client certificate"
+            assert downstream["common_tls_context"]["validation_context"]["trusted_ca"]["filename"].endswith("client-ca.pem"), "the gateway must trust the client CA only"
             for name in ("igw", "igw_http"):
                 assert "transport_socket" in cluster("sidecar", name), f"the sidecar's {name} cluster must use TLS"
             "✓ both hops are mutually authenticated, each side trusting only the CA it must"
@@ -840,14 +880,17 @@ def envoy_notebook() -> nbformat.NotebookNode:
             show_yaml(rbac)
             """),
         md("""
-            The action is `ALLOW`: a request passes only when a policy matches. The policy matches the `:authority`,
-            which for a `CONNECT` is `host:port` (hence the optional port in the pattern) and for plain HTTP is the `Host` header.
+            The action is `ALLOW`: a request passes only when a policy matches; anything else gets `403`. A policy
+            matches when one of its *permissions* (what is asked for) and one of its *principals* (who asks) match.
+            The permission here is the `:authority`, which for a `CONNECT` is `host:port` (hence the optional port in
+            the pattern) and for plain HTTP is the `Host` header. The principal is `any`: the mTLS handshake has already
+            made sure that only the sidecar gets this far.
             """),
         code("""
             for name in ("igw", "igw_http"):
                 rules = http_filter(name, "envoy.filters.http.rbac")["typed_config"]["rules"]
-                assert rules.get("action", "ALLOW") == "ALLOW"
-                assert set(rules["policies"]) == {f"allow-{h}" for h in settings.allowed_hosts}, rules["policies"]
+                assert rules.get("action", "ALLOW") == "ALLOW", f"{name}: the RBAC action must be ALLOW (an allowlist)"
+                assert set(rules["policies"]) == {f"allow-{h}" for h in settings.allowed_hosts}, f"{name}: policies {sorted(rules['policies'])} differ from allowed_hosts {settings.allowed_hosts}"
             f"✓ both gateways allow exactly {', '.join(settings.allowed_hosts)}"
             """),
 
@@ -889,7 +932,10 @@ def envoy_notebook() -> nbformat.NotebookNode:
             listening = {name: envoy.parse_listeners(envoy.admin(host, settings, name, "/listeners")) for name in envoy.NAMES}
             pd.Series({name: ", ".join(addresses) for name, addresses in listening.items()}, name="/listeners")
             """),
-        md("Loopback only: the sidecar is reachable through the iptables redirect, the gateways only from the sidecar."),
+        md("""
+            Loopback only, so nothing outside the host can connect. The sidecar gets its connections through the iptables
+            redirect; the gateways accept only clients with the sidecar's certificate (Step 5).
+            """),
         code("""
             p = settings.ports
             assert set(listening["sidecar"]) == {f"127.0.0.1:{p.http_redirect}", f"127.0.0.1:{p.tls_redirect}"}, listening
@@ -918,7 +964,7 @@ def envoy_notebook() -> nbformat.NotebookNode:
         code("""
             print(envoy.admin(host, settings, "igw", "/stats?filter=rbac"))
             """),
-        md("`allowed` and `denied` count requests; notebook 4 makes them move."),
+        md("`allowed` and `denied` count enforced decisions; notebook 4 makes them move. The `shadow_` counters belong to a shadow policy (evaluated and counted, never enforced), and none is configured."),
 
         md("## Step 10: Status"),
         md("One row per Envoy: process, readiness, admin port and listeners:"),
@@ -934,11 +980,12 @@ def envoy_notebook() -> nbformat.NotebookNode:
             """),
         md("""
             Seven ports: two sidecar listeners, two gateways, three admin interfaces. A traffic listener has one socket
-            per worker thread (`SO_REUSEPORT`), so the kernel spreads new connections over the workers.
+            per worker thread (`SO_REUSEPORT`), so the kernel spreads new connections over the workers; Envoy starts one
+            worker per CPU unless `--concurrency` says otherwise. The admin interface runs on the main thread: one socket.
             """),
         code("""
             wanted = {port for name in envoy.NAMES for port in envoy.listen_ports(settings, name).values()}
-            assert wanted <= set(sockets.loc[sockets["process"] == "envoy", "port"]), sockets
+            assert wanted <= set(sockets.loc[sockets["process"] == "envoy", "port"]), f"Envoy does not listen on {sorted(wanted - set(sockets['port']))}:\\n{sockets}"
             f"✓ Envoy listens on all {len(wanted)} ports"
             """),
 
@@ -970,7 +1017,8 @@ RESET_EXPLAINED = """
        in its receive buffer makes the kernel send **RST**, not FIN (RFC 1122, 4.2.2.13).
     6. curl, waiting for the ServerHello, gets the RST: exit code 35, *Connection reset by peer*.
 
-    The same is discussed in Envoy issue [#43977](https://github.com/envoyproxy/envoy/issues/43977).
+    Envoy's `tcp_proxy` treats any non-`200` answer to its `CONNECT` as a failed tunnel; Envoy issue
+    [#43977](https://github.com/envoyproxy/envoy/issues/43977) asks for passing such a status on instead.
     For plain HTTP the sidecar *is* an HTTP proxy, so it can pass the gateway's `403` through: that is why
     `http://www.lyft.com` gets a clean 403.
 
@@ -996,8 +1044,10 @@ ALTERNATIVES = """
       `server_names`, or the network RBAC filter on `requested_server_name`) refuses a denied site right after
       the ClientHello. The client still sees the connection closed, but the reason is local, immediate and
       visible in the sidecar's own stats, and no tunnel is opened.
-    - **Use HTTP/2 `CONNECT`** between sidecar and gateway and read the access log's response flags and
-      termination details: the reset stays, but each side records why the tunnel failed.
+    - **At least log the gateway's answer in the sidecar**: `propagate_response_headers: true` in the sidecar's
+      `tunneling_config` keeps the `CONNECT` response headers (the `403` among them) in the connection's filter
+      state, where the sidecar's access log can show them. The client still sees a reset, but the sidecar's own
+      log then says why.
     """
 
 
@@ -1056,15 +1106,17 @@ def testing_notebook() -> nbformat.NotebookNode:
         md("All zeros means the chain is exactly as notebook 3 left it."),
         code("""
             status = envoy.status(host, settings)
-            assert status["ready"].all(), status[["name", "running", "ready", "log_tail"]]
-            assert iptables.plan_apply(host, settings).empty
+            assert status["ready"].all(), f"an Envoy is not ready; log_tail says why:\\n{status[['name', 'running', 'ready', 'log_tail']]}"
+            assert iptables.plan_apply(host, settings).empty, "the firewall rules differ from notebook 2's"
             "✓ rules in place, three Envoys ready"
             """),
 
         md("## Step 2: The four requests as the service user"),
         md("""
-            Envoy writes its logs through a buffer that it flushes every few seconds. Note where each debug and access
-            log ends now, so that the analysis below reads only the requests this notebook makes:
+            Envoy writes its log files through a buffer: by default it flushes every 10 s, and the tutorial starts the
+            Envoys with `--file-flush-interval-msec` set to a fraction of a second. `flush_logs` below forces a flush
+            on demand. Note where each debug and access log ends now, so that the analysis below reads only the
+            requests this notebook makes:
             """),
         code("""
             def log_lines(name, access=False):
@@ -1092,7 +1144,7 @@ def testing_notebook() -> nbformat.NotebookNode:
             results = curl.run_cases(host, settings, repeat=REPEAT, progress=False)
             results[["case", "run", "url", "outcome", "expected", "http_code", "exit_code", "error"]].head(8)
             """),
-        md("One row per request, with curl's own timings (its `-w '%{json}'` output) in further columns."),
+        md("The first 8 rows, one per request (`4 × REPEAT` in all), with curl's own timings (its `-w '%{json}'` output) in further columns. `error` is empty (`NaN`) when curl succeeded."),
         md("One row per case:"),
         code("""
             outcomes = (results.groupby("case", sort=False)
@@ -1109,14 +1161,14 @@ def testing_notebook() -> nbformat.NotebookNode:
         code("""
             assert outcomes["outcome"].tolist() == ["allowed", "denied", "allowed", "reset"], outcomes
             assert results["as_expected"].all(), results.loc[~results["as_expected"], ["case", "run", "outcome", "error"]]
-            assert outcomes.loc[1, "http_code"] == 403 and outcomes.loc[3, "exit_code"] == 35
+            assert outcomes.loc[1, "http_code"] == 403 and outcomes.loc[3, "exit_code"] == 35, f"expected a 403 over HTTP and curl exit 35 over HTTPS for the denied site:\\n{outcomes}"
             f"✓ all {len(results)} requests ended as expected"
             """),
-        md("The body names the site that answered, so we know the allowed requests reached the real (stand-in) site:"),
+        md("The start of each allowed response's body shows who answered (in the lab, each stand-in site names itself; on a real host it is the site's own page):"),
         code("""
             results.loc[results["outcome"] == "allowed", ["case", "body"]].drop_duplicates("case")
             """),
-        md("Each allowed request was answered by the site it asked for."),
+        md("The allowed requests reached the site they asked for, over HTTP and HTTPS alike."),
 
         md("## Step 3: The same requests as the envoy user"),
         md("The envoy user's connections `RETURN` from the chain before any redirect. Run the four cases as that user:"),
@@ -1126,7 +1178,7 @@ def testing_notebook() -> nbformat.NotebookNode:
             """),
         md("All four are allowed, Lyft included: the envoy user is not subject to the allowlist. Nothing but Envoy may run as it."),
         code("""
-            assert (as_envoy["outcome"] == "allowed").all(), as_envoy[["case", "outcome", "error"]]
+            assert (as_envoy["outcome"] == "allowed").all(), f"the envoy user's requests should all leave directly and succeed:\\n{as_envoy[['case', 'outcome', 'error']]}"
             "✓ the envoy user bypasses the proxy, as the uid exclusion intends"
             """),
 
@@ -1136,9 +1188,10 @@ def testing_notebook() -> nbformat.NotebookNode:
             plots.timing_distribution(results, title=f"Total time per request through the proxy ({REPEAT} per case)")
             """),
         md("""
-            One dot per request, coloured by outcome, the black bar at the median. The denied HTTP request is as fast
-            as the allowed one (the gateway answers it itself). HTTPS takes longer whatever the outcome, the reset
-            included: much of that is TLS work on the client's side, as the direct requests below show too.
+            One dot per request, coloured by outcome, the black bar at the median. The denied HTTP request is no slower
+            than the allowed one, usually faster: the gateway answers it itself, without connecting to the site.
+            HTTPS takes longer whatever the outcome, the reset included: much of that is TLS work on the client's
+            side, as the direct requests below show too.
             """),
         md("""
             curl reports cumulative times; `curl.phases` turns them into phases (DNS, TCP connect, TLS, server, transfer)
@@ -1150,18 +1203,24 @@ def testing_notebook() -> nbformat.NotebookNode:
             plots.phase_breakdown(curl.phases(completed))
             """),
         md("""
-            *connect* is the connection to the sidecar on 127.0.0.1 (the kernel answers it): fast. For HTTPS, *tls*
-            contains the whole way through sidecar, tunnel and gateway to the site and back.
+            *connect* is the connection to the sidecar on 127.0.0.1 (the kernel answers it): fast. For HTTP, *server*
+            contains the whole way through sidecar and gateway to the site and back; for HTTPS, *tls* does (the
+            handshake crosses the tunnel), plus curl's own TLS work.
             """),
         md("Proxied against direct (the envoy user's requests bypass the chain), the median total time per case:"),
         code("""
             plots.proxied_vs_direct(results, as_envoy)
             """),
-        md("The difference is the cost of the hops through sidecar and gateway (one of them mTLS). Directly, the Lyft requests succeed: the envoy user is not subject to the allowlist."),
+        md("""
+            For the two allowed cases, the difference is the cost of the extra hops through sidecar and gateway (the
+            second one over mTLS). The two denied cases do not compare like for like: directly, the Lyft requests
+            succeed (the envoy user is not subject to the allowlist), while through the proxy they end early, in a
+            `403` or a reset.
+            """),
         code("""
             both = pd.concat([results, as_envoy]).astype({"time_total": "float64"})
             medians = both.groupby(["case", "user"])["time_total"].median().unstack()
-            assert medians.notna().all().all() and (medians > 0).all().all(), medians
+            assert medians.notna().all().all() and (medians > 0).all().all(), f"a case without a median total time (seconds):\\n{medians}"
             "✓ timings for every case, proxied and direct"
             """),
 
@@ -1195,7 +1254,7 @@ def testing_notebook() -> nbformat.NotebookNode:
         md("Records per level and Envoy; and the sidecar's access log has exactly one line per request of Step 2."),
 
         md("## Step 6: RBAC verdicts and the responses the gateways sent"),
-        md("Every RBAC decision in the gateways' logs, with the stream it belongs to:"),
+        md("`logs.rbac_decisions` finds every RBAC decision in a gateway's debug log (one row each, with its stream). Counted per gateway:"),
         code("""
             verdicts = pd.concat({name: logs.rbac_decisions(parsed[name]["debug"]) for name in ("igw", "igw_http")}, names=["envoy", None])
             verdicts.groupby(["envoy", "decision"]).size().unstack(fill_value=0)
@@ -1207,15 +1266,19 @@ def testing_notebook() -> nbformat.NotebookNode:
                 assert counts.get((gw, "allowed"), 0) == REPEAT and counts.get((gw, "denied"), 0) == REPEAT, counts
             f"✓ {REPEAT} allowed and {REPEAT} denied per gateway"
             """),
-        md("The responses the gateways encoded downstream, to the sidecar:"),
+        md("The responses the gateways sent downstream (to the sidecar), by HTTP status:"),
         code("""
             answered = pd.concat({name: logs.responses(parsed[name]["debug"]) for name in ("igw", "igw_http")}, names=["envoy", None])
             answered.groupby(["envoy", "status"]).size().unstack(fill_value=0)
             """),
-        md("`igw` answered the denied `CONNECT` with `403` just as `igw_http` answered the denied `GET`, yet only the plain-HTTP client saw it."),
+        md("""
+            `igw` answered each denied `CONNECT` with `403` just as `igw_http` answered each denied `GET`, yet only the
+            plain-HTTP client saw it. A `200` beyond the `REPEAT` allowed requests is the admin interface's answer to a
+            `POST /reopen_logs` of `flush_logs`, which Envoy logs like any other response.
+            """),
         code("""
             statuses = answered.groupby(["envoy", "status"]).size()
-            assert statuses.get(("igw", 403), 0) == REPEAT and statuses.get(("igw_http", 403), 0) == REPEAT, statuses
+            assert statuses.get(("igw", 403), 0) == REPEAT and statuses.get(("igw_http", 403), 0) == REPEAT, f"expected {REPEAT} responses with 403 per gateway:\\n{statuses}"
             "✓ both gateways answered every denied request with 403"
             """),
         md("The gateway's access log tells the same story in one line per request:"),
@@ -1240,39 +1303,48 @@ def testing_notebook() -> nbformat.NotebookNode:
             Read it top to bottom: curl connects and sends its ClientHello; the sidecar accepts, reads the SNI and opens
             the tunnel; `igw` reads the `CONNECT`, RBAC denies it, `igw` answers and closes; the sidecar sees its tunnel
             reset and closes curl's connection, with the ClientHello still unread. Envoy stamps milliseconds, so the
-            events are ordered by the request's stage, then time. `link` says how each hop was joined to the previous one.
+            events are ordered by time and, within one millisecond, by the request's stage. curl's own rows have no log
+            behind them: they are placed from curl's timings, starting when the sidecar first saw the connection.
+            `link` says how each hop was joined to the previous one.
             """),
         md("The same as a timeline, one lane per process:"),
         code("""
             plots.timeline(timeline, title="https://www.lyft.com: denied at igw, reset at curl")
             """),
-        md("Everything happens within a couple of milliseconds; the red markers are the verdict and the closes."),
+        md("""
+            The proxies are done within a few milliseconds; the red markers are the verdict and the closes. curl's
+            last row is placed from its `time_total`; when it comes later than the sidecar's close, the gap is time
+            curl spent on its own side (its TLS work, the client-side cost seen in Step 4) before it noticed the reset.
+            """),
         code("""
-            assert not timeline.empty, timeline.attrs.get("problem")
-            assert {"curl", "sidecar", "igw"} <= set(timeline["process"]), set(timeline["process"])
+            assert not timeline.empty, f"the request was not found in the logs: {timeline.attrs.get('problem')}"
+            assert {"curl", "sidecar", "igw"} <= set(timeline["process"]), f"the trace misses a hop; it has {set(timeline['process'])}"
             verdict = timeline[timeline["kind"] == "verdict"]
-            assert len(verdict) == 1 and "denied" in verdict["event"].iloc[0], verdict
-            assert timeline["event"].iloc[-1].startswith("fails"), timeline["event"].iloc[-1]
+            assert len(verdict) == 1 and "denied" in verdict["event"].iloc[0], f"expected one RBAC 'denied' verdict:\\n{verdict}"
+            assert timeline["event"].iloc[-1].startswith("fails"), f"the trace should end in curl's failure, not: {timeline['event'].iloc[-1]}"
             "✓ the denied request is traced from curl through the sidecar to igw's verdict and back"
             """),
 
         md(textwrap.dedent(RESET_EXPLAINED).strip("\n")),
-        md("The sidecar's access log has one line per connection; the one whose peer is curl's port:"),
+        md("The sidecar's access log has one line per TLS connection (and per HTTP request); the one whose peer is curl's port, in the fields that matter here:"),
         code("""
             sidecar_access = parsed["sidecar"]["access"]
             entry = sidecar_access[sidecar_access["downstream_remote_address"].str.endswith(f":{int(denied['local_port'])}", na=False)]
-            entry.T
+            entry[["downstream_remote_address", "downstream_local_address", "requested_server_name", "upstream_host",
+                   "response_flags", "duration_ms", "bytes_received", "bytes_sent"]].T
             """),
         md("""
+            `downstream_local_address` is the site's address (restored by `original_dst`), and the SNI names it.
             `bytes_received` is 0: the sidecar never read the ClientHello, it was still in the socket when the
-            connection was closed. `response_flags` `UF` (upstream connection failure): for the sidecar the tunnel
-            simply failed; there is no HTTP status it could pass on.
+            connection was closed. The `response_flags` are `UF` (upstream connection failure) and `URX` (the TCP
+            proxy used up its connect attempts, one by default): for the sidecar the tunnel simply failed, and there
+            is no HTTP status it could pass on.
             """),
         code("""
-            assert len(entry) == 1, entry
-            assert entry["bytes_received"].iloc[0] == 0 and entry["bytes_sent"].iloc[0] == 0, entry.T
-            assert "UF" in entry["response_flags"].iloc[0], entry.T
-            assert denied["exit_code"] == 35 and "reset" in str(denied["error"]).lower(), denied
+            assert len(entry) == 1, f"expected one sidecar access-log line for curl's port {int(denied['local_port'])}, found {len(entry)}"
+            assert entry["bytes_received"].iloc[0] == 0 and entry["bytes_sent"].iloc[0] == 0, f"the sidecar proxied bytes of a denied connection:\\n{entry.T}"
+            assert "UF" in entry["response_flags"].iloc[0], f"the sidecar should log an upstream connection failure (UF):\\n{entry.T}"
+            assert denied["exit_code"] == 35 and "reset" in str(denied["error"]).lower(), f"curl should fail with exit 35, connection reset:\\n{denied}"
             "✓ curl saw exit 35, connection reset by peer, while the gateway logged 403"
             """),
         md(textwrap.dedent(ALTERNATIVES).strip("\n")),
@@ -1307,7 +1379,7 @@ def testing_notebook() -> nbformat.NotebookNode:
             """),
         md("Both Lyft requests are now allowed, HTTPS included: the reset was the allowlist at work, not a TLS problem."),
         code("""
-            assert (after_flip["outcome"] == "allowed").all(), after_flip[["case", "outcome", "error"]]
+            assert (after_flip["outcome"] == "allowed").all(), f"with Lyft allowed, every request should succeed:\\n{after_flip[['case', 'outcome', 'error']]}"
             "✓ with Lyft on the allowlist all four requests are allowed"
             """),
         md("Restore the original allowlist the same way:"),
@@ -1320,8 +1392,8 @@ def testing_notebook() -> nbformat.NotebookNode:
             """),
         md("Back to `allowed`, `denied`, `allowed`, `reset`."),
         code("""
-            assert restored["outcome"].tolist() == ["allowed", "denied", "allowed", "reset"], restored
-            assert envoy.plan_configs(host, settings).empty
+            assert restored["outcome"].tolist() == ["allowed", "denied", "allowed", "reset"], f"the original outcomes are not back:\\n{restored}"
+            assert envoy.plan_configs(host, settings).empty, "the configs on the host still differ from the original settings"
             "✓ the original allowlist is back"
             """),
 
