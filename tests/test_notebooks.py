@@ -128,6 +128,8 @@ def test_run_all_against_the_lab(lab_info, tmp_path):
     index = (out / "index.html").read_text() if (out / "index.html").is_file() else ""
     assert code == 0, f"run_all failed; {out / 'index.html'}:\n{index}"
     assert "tproxy_nb" in index and "envoy" in index
+    # The index repeats the four outcomes, so a write-up can link one page.
+    assert "The four requests" in index and "reset" in index and "denied" in index
     for name in report.NOTEBOOKS:
         assert (out / f"{name}.ipynb").is_file() and (out / f"{name}.html").is_file(), name
         nb = nbformat.read(out / f"{name}.ipynb", as_version=4)

@@ -37,6 +37,8 @@ NOTEBOOK_DIR = REPO / "notebooks"
 #: The notebooks in the order they must run.
 NOTEBOOKS = ("01_setup", "02_iptables", "03_envoy", "04_testing")
 PARAMETERS_TAG = "parameters"
+#: The cell of 04_testing whose table the index repeats: what each of the four requests did.
+OUTCOME_TAG = "outcome-table"
 #: Seconds one cell may run (the first provisioning uploads a ~100 MB Envoy binary).
 CELL_TIMEOUT_S = 900
 #: Text that must never appear in an executed notebook: a private key was printed.
@@ -263,8 +265,22 @@ def write_outputs(nb: nbformat.NotebookNode, out_dir: Path, stem: str) -> list[s
     return [f"{stem}.ipynb", f"{stem}.html"]
 
 
-def render_index(runs: list[NotebookRun], *, target: str, started: datetime, seconds: float, versions: dict[str, str]) -> str:
-    """The report's ``index.html``: one row per notebook, with links, plus when, where and with what."""
+def outcome_table_html(nb: nbformat.NotebookNode) -> str | None:
+    """The HTML of the executed cell tagged ``outcome-table`` (the four outcomes), if there is one."""
+    for cell in nb.cells:
+        if OUTCOME_TAG in cell.get("metadata", {}).get("tags", []):
+            for out in cell.get("outputs", []):
+                if "text/html" in out.get("data", {}):
+                    return out["data"]["text/html"]
+    return None
+
+
+def render_index(runs: list[NotebookRun], *, target: str, started: datetime, seconds: float, versions: dict[str, str],
+                 outcomes: str | None = None) -> str:
+    """The report's ``index.html``: one row per notebook, with links, plus when, where and with what.
+
+    outcomes: the executed outcome table (HTML made by pandas in our own notebook), shown first.
+    """
     esc = html.escape
     ok = all(r.status == "ok" for r in runs)
     rows = []
@@ -283,6 +299,7 @@ td,th{{border:1px solid #d0d7de;padding:.3em .7em;text-align:left;vertical-align
 <body>
 <h1>tproxy-notebooks report</h1>
 <p><b>{'OK' if ok else 'FAILED'}</b>: {esc(verdict)}</p>
+{'<h2>The four requests</h2>' + outcomes if outcomes else ''}
 <table>
 <tr><th>run at (UTC)</th><td>{esc(started.strftime('%Y-%m-%d %H:%M:%S'))}</td></tr>
 <tr><th>duration</th><td>{seconds:.0f} s</td></tr>
@@ -341,8 +358,11 @@ def run_all(target: str = "lab", key_file: str | None = None, settings_file: str
         run = execute_notebook(NOTEBOOK_DIR / f"{name}.ipynb", params, out, progress=progress)
         runs.append(run)
         failed = run.status != "ok"
+    testing = out / f"{NOTEBOOKS[-1]}.ipynb"
+    outcomes = outcome_table_html(nbformat.read(testing, as_version=4)) if runs[-1].status == "ok" else None
     (out / "index.html").write_text(
-        render_index(runs, target=target, started=started, seconds=time.monotonic() - t0, versions=versions()),
+        render_index(runs, target=target, started=started, seconds=time.monotonic() - t0, versions=versions(),
+                     outcomes=outcomes),
         encoding="utf-8")
     if failed:
         print(f"tproxy-nb run: FAILED in {next(r.failure for r in runs if r.status == 'failed')}", file=sys.stderr)
