@@ -37,6 +37,9 @@ def lab_info():
     """The running lab (up once per session; down at the end, whatever happened)."""
     from tproxy_nb import lab
 
+    # A fresh lab per session: whatever an earlier, killed run left (rules, accounts, Envoys) is gone.
+    # (Repairing a half-dead lab in place is tested on its own, in test_zy_cycles_lab.py.)
+    lab.down()
     info = lab.up()
     try:
         yield info
