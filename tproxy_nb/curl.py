@@ -19,6 +19,7 @@ import pandas as pd
 
 from .errors import StepError
 from .hosts import Host, which
+from .progress import bar as progress_bar
 from .settings import Settings
 
 #: Separates the response body from curl's JSON write-out on stdout.
@@ -117,22 +118,13 @@ def run_cases(host: Host, s: Settings, repeat: int = 1, as_user: str | None = No
     todo = [(i, c) for i in range(repeat) for c in cases(s)]
     if as_user == "envoy":
         todo = [(i, Case(c.name, c.url, "allowed")) for i, c in todo]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), desc=f"curl as {user}", unit="req", leave=False)
     rows = []
-    try:
+    with progress_bar(total=len(todo), desc=f"curl as {user}", unit="req", disable=not progress) as bar:
         for i, case in todo:
             rec = run_case(host, case, user, max_time)
             rec["run"] = i
             rows.append(rec)
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+            bar.update(1)
     return to_frame(rows)
 
 

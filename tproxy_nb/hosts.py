@@ -598,11 +598,9 @@ class _progress_bar:
     """A tqdm bar driven by paramiko's transfer callback, or a no-op."""
 
     def __init__(self, show: bool, total: int, label: str):
-        self.bar = None
-        if show:
-            from tqdm.auto import tqdm
+        from .progress import bar, enabled
 
-            self.bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False)
+        self.bar = bar(total=total, desc=label, unit="B", unit_scale=True) if show and enabled() else None
 
     def __enter__(self):
         if self.bar is None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import platform
 import re
 import subprocess
@@ -222,7 +223,8 @@ def execute_notebook(path: Path, params: str, out_dir: Path, progress: bool = Tr
     )
     start = time.monotonic()
     try:
-        client.execute()
+        # Progress bars help a reader at a live kernel; in a static report they are frozen at 0 %.
+        client.execute(env={**os.environ, "TQDM_DISABLE": "1"})
         run.status = "ok"
     except CellExecutionError as e:
         run.status = "failed"
