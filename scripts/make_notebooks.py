@@ -1083,8 +1083,6 @@ def testing_notebook() -> nbformat.NotebookNode:
         md("## Step 1: Connect, and make sure the chain runs"),
         IMPORTS_INTRO,
         code("""
-            import time
-
             import pandas as pd
 
             import tproxy_nb
@@ -1114,8 +1112,8 @@ def testing_notebook() -> nbformat.NotebookNode:
         md("## Step 2: The four requests as the service user"),
         md("""
             Envoy writes its log files through a buffer: by default it flushes every 10 s, and the tutorial starts the
-            Envoys with `--file-flush-interval-msec` set to a fraction of a second. `flush_logs` below forces a flush
-            on demand. Note where each debug and access log ends now, so that the analysis below reads only the
+            Envoys with `--file-flush-interval-msec` set to a fraction of a second; `envoy.settle_logs()` waits out one
+            such flush. Note where each debug and access log ends now, so that the analysis below reads only the
             requests this notebook makes:
             """),
         code("""
@@ -1123,17 +1121,7 @@ def testing_notebook() -> nbformat.NotebookNode:
                 \"\"\"How many lines the log of ``name`` has now.\"\"\"
                 return int(host.run(["wc", "-l", envoy.log_path(settings, name, access=access)], sudo=True).stdout.split()[0])
 
-            def flush_logs():
-                \"\"\"Make the Envoys write out their log buffers now instead of at the next flush tick.
-
-                POST /reopen_logs wakes each Envoy's log flush thread, which writes the buffer and reopens the file.
-                \"\"\"
-                for name in envoy.NAMES:
-                    url = f"http://127.0.0.1:{envoy.admin_port(settings, name)}/reopen_logs"
-                    host.run(["curl", "-sS", "-X", "POST", "--max-time", "5", url], user=settings.envoy.user)
-                time.sleep(0.5)
-
-            flush_logs()
+            envoy.settle_logs()
             log_start = {name: {"debug": log_lines(name), "access": log_lines(name, access=True)} for name in envoy.NAMES}
             pd.DataFrame(log_start)
             """),
@@ -1225,14 +1213,14 @@ def testing_notebook() -> nbformat.NotebookNode:
             """),
 
         md("## Step 5: Fetch and parse the Envoy logs"),
-        md("Flush the buffers and download the three Envoys' debug and access logs, keeping only the lines written since Step 2:"),
+        md("Wait for one log flush and download the three Envoys' debug and access logs, keeping only the lines written since Step 2:"),
         code("""
             def since_start(name, access=False):
                 \"\"\"The log's text from the line noted in Step 2 on.\"\"\"
-                lines = envoy.logs(host, settings, name, access=access).splitlines(keepends=True)
+                lines = envoy.logs(host, settings, name, access=access, settle=False).splitlines(keepends=True)
                 return "".join(lines[log_start[name]["access" if access else "debug"]:])
 
-            flush_logs()
+            envoy.settle_logs()  # once for all six files
             texts = {name: {"debug": since_start(name), "access": since_start(name, access=True)} for name in envoy.NAMES}
             pd.DataFrame({name: {f"{kind} lines": text.count("\\n") for kind, text in t.items()} for name, t in texts.items()}).T
             """),
@@ -1273,8 +1261,7 @@ def testing_notebook() -> nbformat.NotebookNode:
             """),
         md("""
             `igw` answered each denied `CONNECT` with `403` just as `igw_http` answered each denied `GET`, yet only the
-            plain-HTTP client saw it. A `200` beyond the `REPEAT` allowed requests is the admin interface's answer to a
-            `POST /reopen_logs` of `flush_logs`, which Envoy logs like any other response.
+            plain-HTTP client saw it.
             """),
         code("""
             statuses = answered.groupby(["envoy", "status"]).size()
