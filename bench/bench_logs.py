@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # runs from a checkout, installed or not
 
-from tproxy_nb.logs import parse_envoy_log  # noqa: E402
+from tproxy_nb.analysis.logs import parse_envoy_log  # noqa: E402
 
 SAMPLE = REPO / "tests" / "data" / "logs" / "envoy-1.40-default.log"
 

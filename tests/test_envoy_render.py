@@ -12,7 +12,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tproxy_nb import certs, envoy, pki
+from tproxy_nb.render import certs, envoy, pki
+from tproxy_nb.steps import files
 from tproxy_nb.errors import StepError
 from tproxy_nb.settings import Paths, Ports, Settings
 
@@ -329,7 +330,7 @@ class FakeHost:
 def test_upload_plan_sends_only_what_envoy_needs(cert_dir):
     s = Settings()
     host = FakeHost()
-    plan = certs.plan_upload(host, s, cert_dir)
+    plan = files.plan_upload(host, s, cert_dir)
     assert "ca.key" not in str(plan)
     plan.apply(host)
     uploaded = {remote: kw for remote, kw in host.puts}
@@ -343,12 +344,12 @@ def test_upload_plan_sends_only_what_envoy_needs(cert_dir):
 
 def test_upload_plan_refuses_missing_files(tmp_path):
     with pytest.raises(StepError, match="generate"):
-        certs.plan_upload(FakeHost(), Settings(), tmp_path)
+        files.plan_upload(FakeHost(), Settings(), tmp_path)
 
 
 def test_config_plan_uploads_root_owned_group_readable(settings):
     host = FakeHost()
-    envoy.plan_configs(host, settings).apply(host)
+    files.plan_configs(host, settings).apply(host)
     assert [r for r, _ in host.puts] == [envoy.config_path(settings, n) for n in envoy.NAMES]
     for _, kw in host.puts:
         assert (kw["owner"], kw["group"], kw["mode"]) == ("root", settings.envoy.group, 0o640)

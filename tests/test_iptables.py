@@ -16,11 +16,15 @@ import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from tproxy_nb import iptables as ipt
+from tproxy_nb.render import firewall as fw
+from tproxy_nb.render import iptables_save as ips
+from tproxy_nb.steps import firewall as ipt
+from tproxy_nb.steps import guard
 from tproxy_nb.errors import StepError
-from tproxy_nb.hosts import Result
+from tproxy_nb.remote.host import Result
 from tproxy_nb.settings import Settings, load_settings
 
 GOLDEN = Path(__file__).parent / "golden" / "iptables"
@@ -36,8 +40,8 @@ def golden(name: str, actual: str) -> None:
     assert actual == path.read_text(), f"{name} differs from the golden file"
 
 
-def sample(name: str) -> dict[str, ipt.Table]:
-    return ipt.parse_save((GOLDEN / name).read_text())
+def sample(name: str) -> dict[str, ips.Table]:
+    return ips.parse_save((GOLDEN / name).read_text())
 
 
 def custom_settings() -> Settings:
@@ -55,17 +59,17 @@ def restore_text(plan) -> str:
 
 @pytest.mark.parametrize("name, make", [("default", Settings), ("custom", custom_settings)])
 def test_render_matches_golden(name, make):
-    golden(f"render-{name}.rules", ipt.render_rules(make()))
+    golden(f"render-{name}.rules", fw.render_rules(make()))
 
 
 def test_every_rule_carries_our_comment():
-    for line in ipt.render_rules(Settings()).splitlines():
+    for line in fw.render_rules(Settings()).splitlines():
         if line.startswith("-A "):
             assert ' -m comment --comment "tproxy-nb: ' in line, line
 
 
 def test_render_follows_settings():
-    text = ipt.render_rules(custom_settings())
+    text = fw.render_rules(custom_settings())
     assert "--uid-owner 3001 " in text and "--gid-owner 3002 " in text
     assert "--to-ports 15080" in text and "--to-ports 15443" in text
     assert "2101" not in text and "12003" not in text and "12000" not in text
@@ -74,15 +78,15 @@ def test_render_follows_settings():
 def test_render_is_what_iptables_lists():
     # The captured sample was loaded from render_rules(Settings()): iptables printed every line back unchanged.
     saved = (GOLDEN / "save-nft-applied.txt").read_text()
-    for line in ipt.render_rules(Settings()).splitlines():
+    for line in fw.render_rules(Settings()).splitlines():
         if line.startswith("-A "):
             assert line in saved, line
 
 
 def test_explain_rules_one_row_per_rule():
-    df = ipt.explain_rules(Settings())
+    df = pd.DataFrame(fw.explain_rules(Settings()))
     assert list(df.columns) == ["chain", "rule", "why"]
-    rendered = [line for line in ipt.render_rules(Settings()).splitlines() if line.startswith("-A ")]
+    rendered = [line for line in fw.render_rules(Settings()).splitlines() if line.startswith("-A ")]
     assert list(df["rule"]) == rendered
     assert df.loc[0, "chain"] == "OUTPUT" and "PREROUTING" in df.loc[0, "why"]
     assert "SYN" in df.loc[1, "rule"] and "cut that session" in df.loc[1, "why"]
@@ -92,7 +96,7 @@ def test_explain_rules_one_row_per_rule():
 
 def test_comment_refuses_quotes():
     with pytest.raises(ValueError):
-        ipt._spec("-p tcp", 'say "hi"', "RETURN")
+        fw._spec("-p tcp", 'say "hi"', "RETURN")
 
 
 # --------------------------------------------------------------------------- parse
@@ -101,7 +105,7 @@ def test_comment_refuses_quotes():
 def test_parse_nft_sample():
     nat = sample("save-nft-applied.txt")["nat"]
     assert list(nat.chains) == ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING", "DOCKER", "ENVOY_EGRESS"]
-    assert nat.chains["OUTPUT"] == ipt.Chain("OUTPUT", "ACCEPT", 2, 120)
+    assert nat.chains["OUTPUT"] == ips.Chain("OUTPUT", "ACCEPT", 2, 120)
     assert nat.chains["ENVOY_EGRESS"].policy is None
     hook = nat.chain_rules("OUTPUT")[1]
     assert (hook.packets, hook.bytes, hook.target, hook.match) == (6, 360, "ENVOY_EGRESS", "-p tcp")
@@ -128,10 +132,10 @@ def test_parse_legacy_and_empty_samples():
 
 def test_parse_without_counters_and_warnings():
     text = "*nat\n:OUTPUT ACCEPT\n-A OUTPUT -j RETURN\n# Warning: iptables-legacy tables present, use iptables-legacy-save to see them\nCOMMIT\n"
-    nat = ipt.parse_save(text)["nat"]
-    assert nat.rules == [ipt.Rule("OUTPUT", "-j RETURN")]
+    nat = ips.parse_save(text)["nat"]
+    assert nat.rules == [ips.Rule("OUTPUT", "-j RETURN")]
     assert nat.warnings == ["Warning: iptables-legacy tables present, use iptables-legacy-save to see them"]
-    assert ipt.save_warnings(text) == nat.warnings
+    assert ips.save_warnings(text) == nat.warnings
 
 
 @pytest.mark.parametrize("text, words", [
@@ -141,16 +145,16 @@ def test_parse_without_counters_and_warnings():
 ])
 def test_parse_errors_name_the_line(text, words):
     with pytest.raises(StepError, match=words):
-        ipt.parse_save(text)
+        ips.parse_save(text)
 
 
 def test_split_and_normalize_spec():
-    assert ipt.split_spec('-p tcp -m tcp --dport 80 -m comment --comment "tproxy-nb: x" -j REDIRECT --to-ports 1') == \
+    assert ips.split_spec('-p tcp -m tcp --dport 80 -m comment --comment "tproxy-nb: x" -j REDIRECT --to-ports 1') == \
         ("-p tcp -m tcp --dport 80", "REDIRECT", "--to-ports 1", "tproxy-nb: x")
-    assert ipt.split_spec("-o lo") == ("-o lo", "", "", None)
-    assert ipt.normalize_spec("-p tcp --dport 80 -j ACCEPT") == ipt.normalize_spec("-p tcp -m tcp --dport 80 -j ACCEPT")
-    assert ipt.normalize_spec('-m comment --comment "a b"') == ipt.normalize_spec("-m comment --comment 'a b'")
-    assert ipt.normalize_spec("-p tcp -m multiport --dports 1,2") != ipt.normalize_spec("-p tcp --dports 1,2")
+    assert ips.split_spec("-o lo") == ("-o lo", "", "", None)
+    assert ips.normalize_spec("-p tcp --dport 80 -j ACCEPT") == ips.normalize_spec("-p tcp -m tcp --dport 80 -j ACCEPT")
+    assert ips.normalize_spec('-m comment --comment "a b"') == ips.normalize_spec("-m comment --comment 'a b'")
+    assert ips.normalize_spec("-p tcp -m multiport --dports 1,2") != ips.normalize_spec("-p tcp --dports 1,2")
 
 
 @pytest.mark.parametrize("text, kind", [
@@ -159,12 +163,12 @@ def test_split_and_normalize_spec():
     ("iptables v1.6.1\n", "legacy"),
 ])
 def test_parse_backend(text, kind):
-    assert ipt.parse_backend(text) == kind
+    assert ips.parse_backend(text) == kind
 
 
 def test_parse_backend_rejects_garbage():
     with pytest.raises(StepError, match="Cannot tell the iptables backend"):
-        ipt.parse_backend("sh: iptables: not found")
+        ips.parse_backend("sh: iptables: not found")
 
 
 # --------------------------------------------------------------------------- plan (pyinfra style: golden, run twice)
@@ -180,12 +184,12 @@ APPLY_CASES = {
 }
 
 
-def foreign(tables: dict[str, ipt.Table]) -> dict[str, list[str]]:
+def foreign(tables: dict[str, ips.Table]) -> dict[str, list[str]]:
     """Every rule that is not ours, per chain, in order (with counters: untouched means untouched)."""
-    nat = tables.get("nat") or ipt.empty_table("nat")
+    nat = tables.get("nat") or ips.empty_table("nat")
     out: dict[str, list[str]] = {}
     for r in nat.rules:
-        if not (r.ours or r.target == ipt.CHAIN or r.chain == ipt.CHAIN):
+        if not (r.ours or r.target == fw.CHAIN or r.chain == fw.CHAIN):
             out.setdefault(r.chain, []).append(f"[{r.packets}:{r.bytes}] {r.spec}")
     return out
 
@@ -197,12 +201,12 @@ def test_plan_apply_golden_and_idempotent(case):
     plan = ipt.plan_from_state(state, settings)
     text = restore_text(plan)
     golden(f"plan-{case}.restore", text)
-    after = ipt.simulate_restore(state, text) if text else state
+    after = ips.simulate_restore(state, text) if text else state
     again = ipt.plan_from_state(after, settings)
     assert again.empty, f"not idempotent:\n{again}"
     assert again.notes[-1].startswith("ENVOY_EGRESS is in place")
     assert foreign(after) == foreign(state)
-    hooks = [r for r in after["nat"].chain_rules("OUTPUT") if r.target == ipt.CHAIN]
+    hooks = [r for r in after["nat"].chain_rules("OUTPUT") if r.target == fw.CHAIN]
     assert len(hooks) == 1
 
 
@@ -214,8 +218,8 @@ def test_plan_on_applied_says_in_place():
 
 def test_plan_keeps_a_right_hook_and_its_counters():
     state = sample("save-nft-applied.txt")
-    after = ipt.simulate_restore(state, restore_text(ipt.plan_from_state(state, custom_settings())))
-    hook = next(r for r in after["nat"].chain_rules("OUTPUT") if r.target == ipt.CHAIN)
+    after = ips.simulate_restore(state, restore_text(ipt.plan_from_state(state, custom_settings())))
+    hook = next(r for r in after["nat"].chain_rules("OUTPUT") if r.target == fw.CHAIN)
     assert (hook.packets, hook.bytes) == (6, 360)
 
 
@@ -244,7 +248,7 @@ def test_plan_shows_restore_text_for_dry_run():
 
 
 def test_plan_deletes_our_comment_outside_the_chain():
-    state = ipt.simulate_restore(sample("save-nft-applied.txt"),
+    state = ips.simulate_restore(sample("save-nft-applied.txt"),
                                  '*nat\n-A POSTROUTING -m comment --comment "tproxy-nb: left over" -j RETURN\nCOMMIT\n')
     text = restore_text(ipt.plan_from_state(state, Settings()))
     assert text == '*nat\n-D POSTROUTING -m comment --comment "tproxy-nb: left over" -j RETURN\nCOMMIT\n'
@@ -266,30 +270,30 @@ def test_plan_remove_golden_and_idempotent(name):
     plan = ipt.plan_remove_from_state(state)
     text = restore_text(plan)
     golden("remove-" + name.removeprefix("save-").removesuffix(".txt") + ".restore", text)
-    after = ipt.simulate_restore(state, text) if text else state
-    assert ipt.CHAIN not in after["nat"].chains
-    assert not any(r.ours or r.target == ipt.CHAIN for r in after["nat"].rules)
+    after = ips.simulate_restore(state, text) if text else state
+    assert fw.CHAIN not in after["nat"].chains
+    assert not any(r.ours or r.target == fw.CHAIN for r in after["nat"].rules)
     assert foreign(after) == foreign(state)
     again = ipt.plan_remove_from_state(after)
     assert again.empty and again.notes == ["ENVOY_EGRESS is not present; nothing to remove"]
 
 
 def test_remove_also_deletes_uncommented_jumps_to_our_chain():
-    state = ipt.simulate_restore(sample("save-nft-applied.txt"), "*nat\n-A PREROUTING -p tcp -j ENVOY_EGRESS\nCOMMIT\n")
+    state = ips.simulate_restore(sample("save-nft-applied.txt"), "*nat\n-A PREROUTING -p tcp -j ENVOY_EGRESS\nCOMMIT\n")
     plan = ipt.plan_remove_from_state(state)
     assert "-D PREROUTING -p tcp -j ENVOY_EGRESS" in restore_text(plan)
     assert "uncommented" in plan.changes[0].description
-    after = ipt.simulate_restore(state, restore_text(plan))
+    after = ips.simulate_restore(state, restore_text(plan))
     assert ipt.plan_remove_from_state(after).empty
 
 
 def test_apply_then_remove_returns_the_original():
     for name in ("save-nft-empty.txt", "save-nft-applied.txt"):
         original = sample(name)
-        removed = ipt.simulate_restore(original, restore_text(ipt.plan_remove_from_state(original)))
-        applied = ipt.simulate_restore(removed, restore_text(ipt.plan_from_state(removed, Settings())))
-        again = ipt.simulate_restore(applied, restore_text(ipt.plan_remove_from_state(applied)))
-        assert ipt.ruleset_diff(removed, again) == []
+        removed = ips.simulate_restore(original, restore_text(ipt.plan_remove_from_state(original)))
+        applied = ips.simulate_restore(removed, restore_text(ipt.plan_from_state(removed, Settings())))
+        again = ips.simulate_restore(applied, restore_text(ipt.plan_remove_from_state(applied)))
+        assert ips.ruleset_diff(removed, again) == []
 
 
 # --------------------------------------------------------------------------- simulator and rollback text
@@ -297,19 +301,19 @@ def test_apply_then_remove_returns_the_original():
 
 def test_simulator_refuses_like_iptables_and_changes_nothing():
     state = sample("save-nft-applied.txt")
-    before = ipt.parse_save((GOLDEN / "save-nft-applied.txt").read_text())
+    before = ips.parse_save((GOLDEN / "save-nft-applied.txt").read_text())
     with pytest.raises(StepError, match="line 3 failed: Bad rule"):
-        ipt.simulate_restore(state, "*nat\n-A OUTPUT -j RETURN\n-D OUTPUT -p udp -j ACCEPT\nCOMMIT\n")
+        ips.simulate_restore(state, "*nat\n-A OUTPUT -j RETURN\n-D OUTPUT -p udp -j ACCEPT\nCOMMIT\n")
     with pytest.raises(StepError, match="still referenced"):
-        ipt.simulate_restore(state, "*nat\n-F ENVOY_EGRESS\n-X ENVOY_EGRESS\nCOMMIT\n")
-    assert ipt.ruleset_diff(before, state) == [] and state["nat"].rules == before["nat"].rules
+        ips.simulate_restore(state, "*nat\n-F ENVOY_EGRESS\n-X ENVOY_EGRESS\nCOMMIT\n")
+    assert ips.ruleset_diff(before, state) == [] and state["nat"].rules == before["nat"].rules
 
 
 def test_simulator_insert_and_flush_semantics():
-    state = ipt.simulate_restore({}, "*nat\n-A OUTPUT -j A1\n-A OUTPUT -j A2\n-I OUTPUT 2 -j I2\n-I OUTPUT -j I1\nCOMMIT\n")
+    state = ips.simulate_restore({}, "*nat\n-A OUTPUT -j A1\n-A OUTPUT -j A2\n-I OUTPUT 2 -j I2\n-I OUTPUT -j I1\nCOMMIT\n")
     assert [r.spec for r in state["nat"].chain_rules("OUTPUT")] == ["-j I1", "-j A1", "-j I2", "-j A2"]
-    full = ipt.simulate_restore(state, "*nat\n:X - [0:0]\n-A X -j RETURN\nCOMMIT\n", noflush=False)
-    assert full["nat"].chain_rules("OUTPUT") == [] and full["nat"].chain_rules("X") == [ipt.Rule("X", "-j RETURN")]
+    full = ips.simulate_restore(state, "*nat\n:X - [0:0]\n-A X -j RETURN\nCOMMIT\n", noflush=False)
+    assert full["nat"].chain_rules("OUTPUT") == [] and full["nat"].chain_rules("X") == [ips.Rule("X", "-j RETURN")]
 
 
 DROP_SSH = "*filter\n-A INPUT -p tcp -m tcp --dport 22 -j DROP\nCOMMIT\n"
@@ -317,18 +321,18 @@ DROP_SSH = "*filter\n-A INPUT -p tcp -m tcp --dport 22 -j DROP\nCOMMIT\n"
 
 def test_rollback_text_adds_tables_the_save_lacks():
     saved = (GOLDEN / "save-nft-applied.txt").read_text()
-    text = ipt.rollback_text(saved, DROP_SSH)
+    text = guard.rollback_text(saved, DROP_SSH)
     assert text.startswith(saved) and text.endswith("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n")
     # Simulated: apply the SSH-cutting rule, then the full (flushing) rollback: identical to before.
-    original = ipt.parse_save(saved)
-    broken = ipt.simulate_restore(original, DROP_SSH)
-    assert ipt.ruleset_diff(original, broken) != []
-    assert ipt.ruleset_diff(original, ipt.simulate_restore(broken, text, noflush=False)) == []
-    assert ipt.rollback_text(saved, ipt.render_rules(Settings())) == saved
+    original = ips.parse_save(saved)
+    broken = ips.simulate_restore(original, DROP_SSH)
+    assert ips.ruleset_diff(original, broken) != []
+    assert ips.ruleset_diff(original, ips.simulate_restore(broken, text, noflush=False)) == []
+    assert guard.rollback_text(saved, fw.render_rules(Settings())) == saved
 
 
 def test_strip_counters():
-    a = ipt.strip_counters((GOLDEN / "save-nft-applied.txt").read_text())
+    a = ips.strip_counters((GOLDEN / "save-nft-applied.txt").read_text())
     assert "[" not in a.replace("[0:0]", "") and "Generated" not in a
     assert ":OUTPUT ACCEPT\n" in a and "-A OUTPUT -p tcp" in a
 
@@ -348,27 +352,27 @@ def _fake_root(tmp_path: Path) -> dict:
 
 @pytest.mark.skipif(not shutil.which("setsid"), reason="needs util-linux setsid")
 def test_guard_timer_fires_and_restores(tmp_path):
-    files = ipt.GuardFiles(str(tmp_path), "t1")
+    files = guard.GuardFiles(str(tmp_path), "t1")
     Path(files.backup).write_text("*nat\nCOMMIT\n")
     env = _fake_root(tmp_path)
-    out = subprocess.run(["sh", "-c", ipt.timer_script(files, 0.3)], env=env, capture_output=True, text=True, timeout=10)
+    out = subprocess.run(["sh", "-c", guard.timer_script(files, 0.3)], env=env, capture_output=True, text=True, timeout=10)
     assert out.stdout.strip().isdigit()
     deadline = time.monotonic() + 5
     while not Path(files.path("rolled-back")).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert (tmp_path / "restored").read_text() == "*nat\nCOMMIT\n"
     assert not Path(files.backup).exists()
-    late = subprocess.run(["sh", "-c", ipt.confirm_script(files)], env=env, capture_output=True, text=True, timeout=10)
+    late = subprocess.run(["sh", "-c", guard.confirm_script(files)], env=env, capture_output=True, text=True, timeout=10)
     assert late.stdout.strip() == "expired"
 
 
 @pytest.mark.skipif(not shutil.which("setsid"), reason="needs util-linux setsid")
 def test_guard_confirm_cancels_the_timer(tmp_path):
-    files = ipt.GuardFiles(str(tmp_path), "t2")
+    files = guard.GuardFiles(str(tmp_path), "t2")
     Path(files.backup).write_text("*nat\nCOMMIT\n")
     env = _fake_root(tmp_path)
-    pid = int(subprocess.run(["sh", "-c", ipt.timer_script(files, 30)], env=env, capture_output=True, text=True, timeout=10).stdout)
-    ok = subprocess.run(["sh", "-c", ipt.confirm_script(files)], env=env, capture_output=True, text=True, timeout=10)
+    pid = int(subprocess.run(["sh", "-c", guard.timer_script(files, 30)], env=env, capture_output=True, text=True, timeout=10).stdout)
+    ok = subprocess.run(["sh", "-c", guard.confirm_script(files)], env=env, capture_output=True, text=True, timeout=10)
     assert ok.stdout.strip() == "confirmed" and ok.stderr == ""
     deadline = time.monotonic() + 5
     while _alive(pid) and time.monotonic() < deadline:
@@ -417,10 +421,10 @@ def test_missing_iptables_says_install_the_package():
 
 
 def test_restore_failure_names_the_line_and_says_nothing_changed():
-    text = ipt.render_rules(Settings())
+    text = fw.render_rules(Settings())
     host = ScriptedHost({"iptables-restore": (1, "", "iptables-restore: line 5 failed\n")})
     with pytest.raises(StepError) as e:
-        ipt.restore(host, text)
+        guard.restore(host, text)
     msg = str(e.value)
     assert "line 5 failed" in msg and text.splitlines()[4] in msg and "Nothing was changed" in msg
     assert host.calls[-1] == ("iptables-restore --noflush", True, text)
@@ -431,7 +435,7 @@ def test_restore_failure_nft_wording():
     err = ("iptables-restore v1.8.9 (nf_tables): Chain 'NO_SUCH' does not exist\nError occurred at line: 3\n"
            "Try `iptables-restore -h' or 'iptables-restore --help' for more information.\n")
     with pytest.raises(StepError) as e:
-        ipt.restore(ScriptedHost({"iptables-restore": (2, "", err)}), text)
+        guard.restore(ScriptedHost({"iptables-restore": (2, "", err)}), text)
     msg = str(e.value)
     assert "Chain 'NO_SUCH' does not exist Error occurred at line: 3. " in msg
     assert "The failing line 3 is: -A OUTPUT -j NO_SUCH" in msg and "Try `" not in msg

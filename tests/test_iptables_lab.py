@@ -11,7 +11,10 @@ import time
 
 import pytest
 
-from tproxy_nb import iptables as ipt
+from tproxy_nb.render import firewall as fw
+from tproxy_nb.render import iptables_save as ips
+from tproxy_nb.steps import firewall as ipt
+from tproxy_nb.steps import guard
 from tproxy_nb.errors import StepError
 
 pytestmark = pytest.mark.lab
@@ -39,12 +42,12 @@ def pristine(host):
     yield
     # A full restore (no --noflush) of the saved tables, plus empty nat/filter where the save had
     # none (nft creates tables lazily), undoes whatever the test or a failure left behind.
-    host.run(["iptables-restore"], sudo=True, stdin=ipt.rollback_text(before, "*nat\nCOMMIT\n*filter\nCOMMIT\n"), timeout=60)
-    assert ipt.ruleset_diff(ipt.parse_save(before), ipt.parse_save(save(host))) == []
+    host.run(["iptables-restore"], sudo=True, stdin=guard.rollback_text(before, "*nat\nCOMMIT\n*filter\nCOMMIT\n"), timeout=60)
+    assert ips.ruleset_diff(ips.parse_save(before), ips.parse_save(save(host))) == []
 
 
 def guard_leftovers(host) -> str:
-    return host.run(f"ls -A {ipt.GUARD_DIR} 2>/dev/null || true", sudo=True, timeout=30).stdout.strip()
+    return host.run(f"ls -A {guard.GUARD_DIR} 2>/dev/null || true", sudo=True, timeout=30).stdout.strip()
 
 
 def test_backend_is_nft_or_legacy(host):
@@ -61,8 +64,8 @@ def test_apply_show_and_apply_again_changes_nothing(host, settings, pristine):
 
     # Verify as a user would: the exact lines in iptables -S, then the table with counters.
     listed = host.run(["iptables", "-t", "nat", "-S"], sudo=True).stdout.splitlines()
-    assert ipt.hook_rule(settings).line in listed
-    for rule in ipt.wanted_rules(settings):
+    assert fw.hook_rule(settings).line in listed
+    for rule in fw.wanted_rules(settings):
         assert rule.line in listed, rule.line
     df = ipt.show(host)
     assert list(df["chain"]) == ["OUTPUT"] + ["ENVOY_EGRESS"] * 7
@@ -71,13 +74,13 @@ def test_apply_show_and_apply_again_changes_nothing(host, settings, pristine):
     assert str(df["packets"].dtype) == "int64"
 
     # The pure simulator predicted exactly what the kernel now holds.
-    predicted = ipt.simulate_restore({"nat": start}, first.changes[0].action.text)
-    assert ipt.ruleset_diff(predicted, {"nat": ipt.current_state(host)}) == []
+    predicted = ips.simulate_restore({"nat": start}, first.changes[0].action.text)
+    assert ips.ruleset_diff(predicted, {"nat": ipt.current_state(host)}) == []
 
-    once = ipt.strip_counters(save(host, "nat"))
+    once = ips.strip_counters(save(host, "nat"))
     second = ipt.apply(host, settings, guard_seconds=None)
     assert second.empty and second.notes[-1].startswith("ENVOY_EGRESS is in place")
-    assert ipt.strip_counters(save(host, "nat")) == once
+    assert ips.strip_counters(save(host, "nat")) == once
     assert once.count("-j ENVOY_EGRESS") == 1
 
 
@@ -88,7 +91,7 @@ def test_apply_spares_a_session_open_before_conntrack(host, settings, pristine):
     if ipt.backend(host) != "nft" or not host.run("command -v nft", sudo=True, check=False).ok:
         pytest.skip("needs the nft backend and the nft tool (Debian package nftables)")
     host.run("nft list table ip nat >/dev/null 2>&1 && nft delete table ip nat || true", sudo=True, timeout=30)
-    with ipt.reconnect(host) as fresh:
+    with guard.reconnect(host) as fresh:
         ipt.apply(fresh, settings, guard_seconds=None)
         assert fresh.run(["true"], timeout=20).ok
     df = ipt.show(host)
@@ -120,11 +123,11 @@ def test_guard_backup_is_root_only_while_pending(host, settings, pristine):
 
     def confirm(h):
         # Runs between apply and confirmation: look at the pending guard, then open the new connection.
-        seen["modes"] = h.run(f"stat -c '%a %U' {ipt.GUARD_DIR} {ipt.GUARD_DIR}/*.rules", sudo=True).stdout.split()
-        seen["pid"] = h.run(f"cat {ipt.GUARD_DIR}/*.pid", sudo=True).stdout.strip()
-        return ipt.reconnect(h)
+        seen["modes"] = h.run(f"stat -c '%a %U' {guard.GUARD_DIR} {guard.GUARD_DIR}/*.rules", sudo=True).stdout.split()
+        seen["pid"] = h.run(f"cat {guard.GUARD_DIR}/*.pid", sudo=True).stdout.strip()
+        return guard.reconnect(h)
 
-    outcome = ipt.apply_guarded(host, ipt.render_rules(settings), guard_seconds=15, confirm=confirm)
+    outcome = guard.apply_guarded(host, fw.render_rules(settings), guard_seconds=15, confirm=confirm)
     assert outcome.confirmed
     assert seen["modes"] == ["700", "root", "600", "root"]
     assert int(seen["pid"]) == outcome.pid
@@ -135,7 +138,7 @@ def test_guard_backup_is_root_only_while_pending(host, settings, pristine):
 
 def test_remove_deletes_only_ours(host, settings, pristine):
     iptables(host, "-t", "nat", "-A", "OUTPUT", *FOREIGN_BEFORE.split())
-    before = ipt.strip_counters(save(host, "nat"))
+    before = ips.strip_counters(save(host, "nat"))
     ipt.apply(host, settings, guard_seconds=None)
     # Another program adds rules after ours: one inserted before our hook, one appended after it.
     iptables(host, "-t", "nat", "-I", "OUTPUT", "1", *FOREIGN_INSERTED.split())
@@ -143,7 +146,7 @@ def test_remove_deletes_only_ours(host, settings, pristine):
 
     plan = ipt.remove(host)
     assert not plan.empty
-    after = ipt.strip_counters(save(host, "nat"))
+    after = ips.strip_counters(save(host, "nat"))
     output = [line for line in after.splitlines() if line.startswith("-A OUTPUT")]
     had = [line for line in before.splitlines() if line.startswith("-A OUTPUT")]
     assert had[-1] == f"-A OUTPUT {FOREIGN_BEFORE}"
@@ -159,28 +162,28 @@ def test_remove_deletes_only_ours(host, settings, pristine):
 
 def test_refused_restore_changes_nothing(host, settings, pristine):
     ipt.apply(host, settings, guard_seconds=None)
-    before = ipt.strip_counters(save(host))
+    before = ips.strip_counters(save(host))
     bad = "*nat\n-A OUTPUT -p tcp --dport 7 -j RETURN\n-A OUTPUT -j NO_SUCH_CHAIN_TPX\nCOMMIT\n"
     with pytest.raises(StepError, match="iptables-restore refused the rules") as e:
-        ipt.restore(host, bad)
+        guard.restore(host, bad)
     assert "Nothing was changed" in str(e.value)
-    assert ipt.strip_counters(save(host)) == before
+    assert ips.strip_counters(save(host)) == before
     # Under the guard the same refusal cancels the timer at once and leaves no file behind.
     with pytest.raises(StepError, match="refused"):
-        ipt.apply_guarded(host, bad, guard_seconds=30)
+        guard.apply_guarded(host, bad, guard_seconds=30)
     assert guard_leftovers(host) == ""
-    assert ipt.strip_counters(save(host)) == before
+    assert ips.strip_counters(save(host)) == before
 
 
 def test_guard_rolls_back_rules_that_cut_ssh(host, pristine):
-    before = ipt.parse_save(save(host))
+    before = ips.parse_save(save(host))
     started = time.monotonic()
     with pytest.raises(StepError, match="rolled back by the host itself") as e:
-        ipt.apply_guarded(host, DROP_SSH, guard_seconds=4)
+        guard.apply_guarded(host, DROP_SSH, guard_seconds=4)
     took = time.monotonic() - started
     assert 4 <= took < 60, took
     assert "matches the rules saved before the change" in str(e.value)
     # The test's own session works again and the rules are exactly those from before.
     assert host.run(["true"], timeout=30).ok
-    assert ipt.ruleset_diff(before, ipt.parse_save(save(host))) == []
+    assert ips.ruleset_diff(before, ips.parse_save(save(host))) == []
     assert guard_leftovers(host) == ""

@@ -10,7 +10,7 @@ import pytest
 
 from tproxy_nb import lab
 from tproxy_nb.errors import CommandError, CommandTimeout, ConnectError, HostKeyError
-from tproxy_nb.hosts import Host, fingerprint, fetch_host_key
+from tproxy_nb.remote.host import Host, fingerprint, fetch_host_key
 
 pytestmark = pytest.mark.lab
 
@@ -98,7 +98,7 @@ def test_transfer_both_ways_with_hash_mode_and_skip(host, tmp_path):
 
 
 def test_wrong_key_is_a_clear_error(lab_info, tmp_path):
-    from tproxy_nb.pki import ssh_keypair, write_private
+    from tproxy_nb.render.pki import ssh_keypair, write_private
 
     private, _ = ssh_keypair("wrong")
     write_private(tmp_path / "wrong", private)
@@ -119,7 +119,7 @@ def test_unknown_host_key_is_refused_with_fingerprint(lab_info, tmp_path):
 
 
 def test_changed_host_key_is_refused(lab_info, tmp_path):
-    from tproxy_nb.pki import ssh_keypair
+    from tproxy_nb.render.pki import ssh_keypair
 
     _, other = ssh_keypair("impostor")
     kh = tmp_path / "known_hosts"
@@ -130,7 +130,7 @@ def test_changed_host_key_is_refused(lab_info, tmp_path):
 
 
 def test_trust_host_key_adds_only_the_expected_key(lab_info, tmp_path):
-    from tproxy_nb.hosts import trust_host_key
+    from tproxy_nb.remote.host import trust_host_key
 
     kh = tmp_path / "known_hosts"
     with pytest.raises(HostKeyError):

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tproxy_nb import logparse, logs
-from tproxy_nb.logs import (
+from tproxy_nb.analysis import logparse, logs
+from tproxy_nb.analysis.logs import (
     ACCESS_LOG_FORMAT,
     COLUMNS,
     connections,

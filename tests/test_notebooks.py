@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tproxy_nb import report
+from tproxy_nb.present import report
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = [REPO / "notebooks" / f"{name}.ipynb" for name in report.NOTEBOOKS]

@@ -7,7 +7,8 @@ matplotlib.use("Agg")
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from tproxy_nb import curl, plots  # noqa: E402
+from tproxy_nb.analysis import curl  # noqa: E402
+from tproxy_nb.present import plots  # noqa: E402
 
 CASES = ["http allowed", "http denied", "https allowed", "https denied"]
 

@@ -5,7 +5,7 @@ import stat
 import subprocess
 from pathlib import Path
 
-from tproxy_nb import certs
+from tproxy_nb.render import certs
 from tproxy_nb.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent

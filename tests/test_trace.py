@@ -6,7 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tproxy_nb import plots, trace
+from tproxy_nb.analysis import trace
+from tproxy_nb.present import plots
 
 DATA = Path(__file__).parent / "data" / "chain"
 

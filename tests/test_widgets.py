@@ -7,7 +7,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from tproxy_nb import curl, trace, widgets  # noqa: E402
+from tproxy_nb.analysis import curl, trace  # noqa: E402
+from tproxy_nb.present import widgets  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "chain"
 

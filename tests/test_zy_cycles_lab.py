@@ -6,7 +6,8 @@ import signal
 
 import pytest
 
-from tproxy_nb import curl, envoy, iptables, lab, provision
+from tproxy_nb import lab
+from tproxy_nb.steps import chain, check
 from tproxy_nb.settings import Settings
 
 pytestmark = pytest.mark.lab
@@ -30,10 +31,8 @@ def test_three_cycles_leave_nothing_behind(lab_info):
     for i in range(3):
         host = lab.up().host_obj()
         try:
-            list(provision.provision(host, s))
-            iptables.apply(host, s, guard_seconds=None)
-            envoy.start(host, s)
-            outcomes = curl.run_cases(host, s, progress=False)["outcome"].tolist()
+            chain.up(host, s, guard_seconds=None)
+            outcomes = check.run_cases(host, s, progress=False)["outcome"].tolist()
             assert outcomes == ["allowed", "denied", "allowed", "reset"], f"cycle {i}"
         finally:
             host.close()

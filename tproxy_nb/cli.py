@@ -121,7 +121,7 @@ def cmd_lab(args) -> int:
 
 
 def cmd_provision(args) -> int:
-    from . import provision
+    from .steps import provision
 
     settings = _settings(args)
     host = _host(args)
@@ -139,7 +139,7 @@ def cmd_provision(args) -> int:
 
 
 def cmd_iptables(args) -> int:
-    from . import iptables
+    from .steps import firewall as iptables
     from .targets import is_lab
 
     settings = _settings(args)
@@ -161,7 +161,7 @@ def cmd_iptables(args) -> int:
 
 
 def cmd_envoy(args) -> int:
-    from . import envoy
+    from .steps import envoy_proc as envoy
 
     settings = _settings(args)
     host = _host(args)
@@ -175,12 +175,13 @@ def cmd_envoy(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from . import curl
+    from .analysis import curl
+    from .steps import check
 
     settings = _settings(args)
     host = _host(args)
     with host:
-        df = curl.run_cases(host, settings, repeat=args.repeat, progress=not args.json)
+        df = check.run_cases(host, settings, repeat=args.repeat, progress=not args.json)
     if args.json:
         print(json.dumps(curl.to_records(df), indent=2))
     else:
@@ -189,7 +190,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_trace(args) -> int:
-    from . import curl, trace
+    from .analysis import curl, trace
+    from .steps import check, envoy_proc
     from .errors import StepError
 
     settings = _settings(args)
@@ -198,9 +200,9 @@ def cmd_trace(args) -> int:
         raise StepError(f"Unknown case {args.case!r}; choose one of: {', '.join(repr(n) for n in known)}.")
     host = _host(args)
     with host:
-        curl.require_curl(host)
-        result = curl.run_case(host, known[args.case], settings.service.user)
-        events = trace.trace(result, trace.fetch(host, settings))  # fetch waits for Envoy's log flush
+        check.require_curl(host)
+        result = check.run_case(host, known[args.case], settings.service.user)
+        events = trace.trace(result, envoy_proc.fetch_logs(host, settings))  # fetch waits for Envoy's log flush
     print(f"{args.case}: {known[args.case].url} -> {result['outcome']} (http {result['http_code']}, curl exit {result['exit_code']})")
     if events.empty:
         raise StepError(f"Cannot follow the request: {events.attrs.get('problem')}. Are the Envoys running (tproxy-nb envoy status)?")
@@ -213,7 +215,7 @@ def cmd_trace(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from . import report
+    from .present import report
 
     return report.run_all(target=args.target, key_file=args.key, settings_file=args.settings, out_dir=args.out)
 

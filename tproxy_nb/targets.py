@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from .errors import ConnectError
-from .hosts import Host
+from .remote.host import Host
 
 LAB = "lab"
 

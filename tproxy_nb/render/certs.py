@@ -3,7 +3,7 @@
 Two CAs, so each side trusts only what it must: the gateways accept client
 certificates from the *client CA* only, the sidecar accepts server
 certificates from the *server CA* only. CA private keys stay in the local
-directory; :func:`plan_upload` sends only what Envoy reads.
+directory; :func:`tproxy_nb.steps.files.plan_upload` sends only what :data:`UPLOAD` lists.
 
 Local layout (``certs/`` at the repo root, git-ignored), and what goes where::
 
@@ -16,13 +16,10 @@ Local layout (``certs/`` at the repo root, git-ignored), and what goes where::
 Example::
 
     info = generate(None, settings)            # creates or keeps ./certs/*
-    plan_upload(host, settings).apply(host)    # copies the Envoy files to settings.paths.certs
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +28,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
+from ..errors import StepError
+from ..settings import Settings
 from . import pki
-from .errors import StepError
-from .hosts import Host
-from .settings import Settings
-from .steps import Plan
 
 #: Renew a certificate when it expires within this many days.
 RENEW_DAYS = 30
@@ -92,7 +87,7 @@ def default_dir() -> Path:
 
     Example: ``default_dir()`` -> ``PosixPath('/work/main/certs')``.
     """
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     return root / "certs" if (root / "pyproject.toml").is_file() else Path.cwd() / "certs"
 
 
@@ -194,56 +189,3 @@ def generate(local_dir: str | os.PathLike | None, settings: Settings | None = No
             "sans": sans(pair.cert),
         }
     return out
-
-
-def plan_file(host: Host, remote: str, data: bytes, *, mode: int, owner: str, group: str, label: str) -> Plan | None:
-    """A one-change plan that uploads ``data`` to ``remote`` unless it is already there with that mode/owner.
-
-    Returns None when the file is already right (the caller adds a note).
-
-    host: the target.
-    remote: absolute path on the target.
-    data: the wanted content.
-    mode, owner, group: the wanted permissions.
-    label: how the change is described.
-
-    Example: ``plan_file(h, "/opt/tproxy-nb/etc/igw.yaml", b"...", mode=0o640, owner="root", group="tpx-envoy", label="igw config")``.
-    """
-    current = host.stat(remote, sudo=True)
-    if current is not None and host.sha256(remote, sudo=True) == hashlib.sha256(data).hexdigest() \
-            and current == {"mode": mode, "owner": owner, "group": group}:
-        return None
-    plan = Plan(label)
-    verb = "Upload" if current is None else "Update"
-    plan.add(f"{verb} {label} -> {remote} ({mode:o} {owner}:{group})",
-             action=lambda h, d=data, r=remote: h.put(io.BytesIO(d), r, mode=mode, owner=owner, group=group))
-    return plan
-
-
-def plan_upload(host: Host, settings: Settings, local_dir: str | os.PathLike | None = None) -> Plan:
-    """Plan copying the files Envoy needs to ``settings.paths.certs`` (never the CA keys).
-
-    Certificates go 0644, keys 0400, all owned by the envoy user. The directory itself (0750, so only
-    the envoy user and group can list it) is :func:`tproxy_nb.provision.plan_dirs`'s to make.
-
-    host: the target.
-    settings: users and paths.
-    local_dir: where :func:`generate` wrote the files (None: :func:`default_dir`).
-
-    Example: ``print(plan_upload(host, s)); plan_upload(host, s).apply(host)``.
-    """
-    directory = Path(local_dir) if local_dir is not None else default_dir()
-    missing = [f for f, _ in UPLOAD if not (directory / f).is_file()]
-    if missing:
-        raise StepError(f"{directory} lacks {', '.join(missing)}. Run tproxy_nb.certs.generate({str(directory)!r}, settings) first; nothing was uploaded.")
-    owner, group = settings.envoy.user, settings.envoy.group
-    plan = Plan("certificates")
-    for filename, mode in UPLOAD:
-        data = (directory / filename).read_bytes()
-        remote = f"{settings.paths.certs}/{filename}"
-        sub = plan_file(host, remote, data, mode=mode, owner=owner, group=group, label=filename)
-        if sub is None:
-            plan.note(f"{remote} is up to date")
-        else:
-            plan.changes.extend(sub.changes)
-    return plan

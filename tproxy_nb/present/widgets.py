@@ -2,7 +2,7 @@
 
 Example (in a notebook)::
 
-    logs = trace.fetch(host, settings)
+    logs = envoy_proc.fetch_logs(host, settings)
     widgets.log_explorer(logs, results)
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..analysis import trace as tracing
 from . import plots
-from . import trace as tracing
 
 ALL = "(all)"
 SHOWN_COLUMNS = ["line_no", "timestamp", "thread", "level", "logger", "connection_id", "stream_id", "message"]
@@ -46,8 +46,8 @@ def _request_label(row: pd.Series) -> str:
 def log_explorer(logs: dict[str, dict], results: pd.DataFrame | None = None):
     """An explorer: pick process, levels, logger, connection, filter text; and trace a request.
 
-    logs: as from :func:`tproxy_nb.trace.fetch` / :func:`~tproxy_nb.trace.parse_all`.
-    results: curl results (:func:`tproxy_nb.curl.run_cases`) to offer in the trace picker.
+    logs: as from :func:`tproxy_nb.steps.envoy_proc.fetch_logs` / :func:`~tproxy_nb.analysis.trace.parse_all`.
+    results: curl results (:func:`tproxy_nb.steps.check.run_cases`) to offer in the trace picker.
     """
     import ipywidgets as w
     from IPython.display import display

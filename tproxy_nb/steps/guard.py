@@ -18,19 +18,19 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import CommandError, CommandTimeout, ConnectError, StepError
-from .hosts import Host, Result
-from .iptables_save import BUILTIN_CHAINS, changed_tables, parse_save, ruleset_diff
+from ..errors import CommandError, CommandTimeout, ConnectError, StepError
+from ..marks import GUARD_DIR
+from ..remote.host import Host, Result
+from ..render.iptables_save import BUILTIN_CHAINS, changed_tables, parse_save, ruleset_diff
 
 #: Root-only directory on the host for guard backups (tmpfs: gone after a reboot, as are the rules).
-GUARD_DIR = "/run/tproxy-nb"
 
 _INSTALL_HINT = ("install the `iptables` package on it (Debian/Ubuntu: sudo apt-get install -y iptables) "
                  "and retry. Nothing was changed.")
 
 
 # --------------------------------------------------------------------------- iptables commands on the host
-# Here rather than in tproxy_nb.iptables: the guard needs them and must not import that module.
+# Here rather than in tproxy_nb.steps.firewall: the guard needs them and must not import that module.
 
 
 def require_iptables(host: Host) -> None:

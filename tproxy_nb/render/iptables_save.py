@@ -19,10 +19,10 @@ import shlex
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from .errors import StepError
+from ..errors import StepError
+from ..marks import COMMENT_PREFIX
 
 #: Every comment of ours starts with this; it is how removal recognises our rules.
-COMMENT_PREFIX = "tproxy-nb:"
 
 #: Built-in chains per table: a table absent from ``iptables-save`` is these chains, ACCEPT, empty.
 BUILTIN_CHAINS = {

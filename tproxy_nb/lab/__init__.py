@@ -1,0 +1,18 @@
+"""The local lab: an EC2 stand-in and a stand-in internet in two network namespaces on this machine.
+
+``core`` builds and tears down the namespaces, the host's real ``sshd`` and its login
+user; ``standin`` is the stand-in web server run inside the internet namespace.
+May import ``errors``, ``marks``, ``settings``, ``render`` (the lab CA) and ``remote``
+(a Host for the lab); nothing of ``steps``, ``analysis`` or ``present``.
+
+Example::
+
+    from tproxy_nb import lab
+    info = lab.up(); host = info.host_obj(); lab.down()
+"""
+
+from .core import (HOST_NS, INET_NS, LOGIN_USER, NAMESPACES, SITES, STATE_DIR, LabInfo, down, leftovers,
+                   namespace_pids, require_root, status, to_json, up)
+
+__all__ = ["HOST_NS", "INET_NS", "LOGIN_USER", "NAMESPACES", "SITES", "STATE_DIR", "LabInfo", "down", "leftovers",
+           "namespace_pids", "require_root", "status", "to_json", "up"]

@@ -1,0 +1,334 @@
+"""The three Envoys on paper: their configs, command lines, file paths and the parsers of what they print.
+
+``sidecar`` takes the app's redirected connections and tunnels them over mTLS
+to the gateways ``igw`` (TLS via HTTP CONNECT) and ``igw_http`` (plain HTTP),
+which apply the RBAC allowlist and forward to the internet. Configs are the
+commented templates in ``templates/<name>.yaml`` (package data) filled from the settings.
+
+Every Envoy runs as the envoy user with its own ``--base-id`` (hot-restart
+shared memory ``/dev/shm/envoy_shared_memory_<10*base-id>``), debug log
+``<paths.log>/<name>.log``, JSON access log ``<paths.log>/<name>.access.log``,
+PID in ``<paths.run>/<name>.pid``.
+
+Pure: nothing here touches a host; :mod:`tproxy_nb.steps.envoy_proc` runs them.
+
+Example::
+
+    print(render(settings, "igw"))
+    command(settings, "igw")
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import string
+from importlib import resources
+
+import yaml
+
+from ..errors import StepError
+from ..marks import SHM_DIR, shm_name
+from ..settings import Settings
+from . import certs
+
+NAMES: tuple[str, ...] = ("sidecar", "igw", "igw_http")
+#: How often Envoy writes its buffered debug and access logs to their files.
+FLUSH_INTERVAL_MS = 200
+#: The commented templates a learner reads (package data: tproxy_nb/render/templates/<name>.yaml).
+TEMPLATES = resources.files(__package__) / "templates"
+#: Seconds to wait for an Envoy's /ready to say LIVE, and for it to exit on SIGTERM.
+READY_TIMEOUT_S = 30
+STOP_TIMEOUT_S = 10
+
+# Placeholders that stand alone on a line and take a multi-line YAML block,
+# indented like the placeholder.
+_BLOCKS = ("access_log_format", "rbac_policies")
+
+#: The access log's ``json_format``: key -> Envoy command operator. The config
+#: templates render exactly this; :func:`parse_access_log` reads it back.
+ACCESS_LOG_FORMAT = {
+    "start_time": "%START_TIME%",
+    "connection_id": "%CONNECTION_ID%",
+    "upstream_connection_id": "%UPSTREAM_CONNECTION_ID%",
+    "downstream_remote_address": "%DOWNSTREAM_REMOTE_ADDRESS%",
+    "downstream_local_address": "%DOWNSTREAM_LOCAL_ADDRESS%",
+    "upstream_local_address": "%UPSTREAM_LOCAL_ADDRESS%",
+    "upstream_host": "%UPSTREAM_HOST%",
+    "method": "%REQ(:METHOD)%",
+    "authority": "%REQ(:AUTHORITY)%",
+    "response_code": "%RESPONSE_CODE%",
+    "response_flags": "%RESPONSE_FLAGS%",
+    "response_code_details": "%RESPONSE_CODE_DETAILS%",
+    "connection_termination_details": "%CONNECTION_TERMINATION_DETAILS%",
+    "requested_server_name": "%REQUESTED_SERVER_NAME%",
+    "duration_ms": "%DURATION%",
+    "bytes_received": "%BYTES_RECEIVED%",
+    "bytes_sent": "%BYTES_SENT%",
+}
+
+
+# --------------------------------------------------------------------------- pure: names and paths
+
+
+def _check_name(name: str) -> str:
+    if name not in NAMES:
+        raise StepError(f"Unknown Envoy {name!r}; the chain has {', '.join(NAMES)}.")
+    return name
+
+
+def config_path(settings: Settings, name: str) -> str:
+    """Where the rendered config of ``name`` lives on the target.
+
+    Example: ``config_path(s, "igw")`` -> ``"/opt/tproxy-nb/etc/igw.yaml"``.
+    """
+    return f"{settings.paths.etc}/{_check_name(name)}.yaml"
+
+
+def log_path(settings: Settings, name: str, access: bool = False) -> str:
+    """The debug log (or, with ``access``, the JSON access log) of ``name`` on the target.
+
+    Example: ``log_path(s, "sidecar", access=True)`` -> ``"/opt/tproxy-nb/log/sidecar.access.log"``.
+    """
+    return f"{settings.paths.log}/{_check_name(name)}{'.access' if access else ''}.log"
+
+
+def out_path(settings: Settings, name: str) -> str:
+    """Stdout/stderr of the process: errors printed before ``--log-path`` is open land here."""
+    return f"{settings.paths.log}/{_check_name(name)}.out"
+
+
+def pid_path(settings: Settings, name: str) -> str:
+    """The file holding the PID of the running Envoy ``name``."""
+    return f"{settings.paths.run}/{_check_name(name)}.pid"
+
+
+def shm_path(settings: Settings, name: str) -> str:
+    """Hot-restart shared memory Envoy leaves behind (measured with 1.40: 10 x base-id).
+
+    Example: ``shm_path(s, "sidecar")`` -> ``"/dev/shm/envoy_shared_memory_110"``.
+    """
+    return f"{SHM_DIR}/{shm_name(settings.base_ids[_check_name(name)])}"
+
+
+def admin_port(settings: Settings, name: str) -> int:
+    """The admin port of ``name`` (on 127.0.0.1 of the target)."""
+    return getattr(settings.ports, f"admin_{_check_name(name)}")
+
+
+def listen_ports(settings: Settings, name: str) -> dict[str, int]:
+    """Every TCP port ``name`` binds, by settings key.
+
+    Example: ``listen_ports(s, "igw")`` -> ``{"igw": 12010, "admin_igw": 9902}``.
+    """
+    p = settings.ports
+    own = {"sidecar": {"http_redirect": p.http_redirect, "tls_redirect": p.tls_redirect},
+           "igw": {"igw": p.igw}, "igw_http": {"igw_http": p.igw_http}}[_check_name(name)]
+    return {**own, f"admin_{name}": admin_port(settings, name)}
+
+
+def command(settings: Settings, name: str) -> list[str]:
+    """The Envoy command line for ``name`` (argument list; the order is relied on to find the process).
+
+    Example: ``command(s, "igw")[:3]`` -> ``["/opt/tproxy-nb/bin/envoy", "-c", "/opt/tproxy-nb/etc/igw.yaml"]``.
+    """
+    return [settings.paths.envoy, "-c", config_path(settings, name),
+            "--base-id", str(settings.base_ids[name]),
+            "-l", settings.log_level,
+            "--log-path", log_path(settings, name),
+            # Envoy buffers log files for 10 s by default; a reader right after a request would see nothing.
+            "--file-flush-interval-msec", str(FLUSH_INTERVAL_MS)]
+
+
+def validate_command(settings: Settings, name: str, envoy_path: str | None = None) -> list[str]:
+    """``envoy --mode validate`` for ``name``'s config (no listeners opened, cert files read).
+
+    envoy_path: binary to use instead of ``settings.paths.envoy`` (a local check).
+
+    Example: ``validate_command(s, "igw")`` -> ``[".../envoy", "--mode", "validate", "-c", ".../igw.yaml", "-l", "error"]``.
+    """
+    return [envoy_path or settings.paths.envoy, "--mode", "validate", "-c", config_path(settings, name), "-l", "error"]
+
+
+# --------------------------------------------------------------------------- pure: rendering
+
+
+def authority_regex(host: str) -> str:
+    """RE2 pattern matching ``host`` as an :authority, with an optional port.
+
+    Host names are validated by the settings (letters, digits, '-', '.'),
+    so only the dots need escaping.
+
+    Example: ``authority_regex("www.google.com")`` -> ``r"^www\\.google\\.com(:[0-9]+)?$"``.
+    """
+    return "^" + host.replace(".", r"\.") + "(:[0-9]+)?$"
+
+
+def rbac_policies(allowed_hosts) -> dict:
+    """One RBAC policy per allowed host, named so the debug log says which one matched.
+
+    Example: ``list(rbac_policies(["www.google.com"]))`` -> ``["allow-www.google.com"]``.
+    """
+    return {
+        f"allow-{host}": {
+            "permissions": [{"header": {"name": ":authority", "string_match": {"safe_regex": {"regex": authority_regex(host)}}}}],
+            "principals": [{"any": True}],
+        }
+        for host in allowed_hosts
+    }
+
+
+def template_values(settings: Settings, name: str) -> dict[str, str]:
+    """Every scalar ``${placeholder}`` of the templates, for Envoy ``name``.
+
+    Example: ``template_values(s, "igw")["admin_port"]`` -> ``"9902"``.
+    """
+    p = settings.ports
+    values = {
+        "admin_port": admin_port(settings, name),
+        "http_redirect_port": p.http_redirect,
+        "tls_redirect_port": p.tls_redirect,
+        "igw_port": p.igw,
+        "igw_http_port": p.igw_http,
+        "access_log_path": log_path(settings, name, access=True),
+        "config_path": config_path(settings, name),
+        "igw_san": certs.GATEWAY_DNS["igw"],
+        "igw_http_san": certs.GATEWAY_DNS["igw_http"],
+        "sidecar_uri": certs.SIDECAR_URI,
+        **certs.remote_paths(settings),
+    }
+    return {k: str(v) for k, v in values.items()}
+
+
+def _block(data: dict) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=1000).rstrip("\n")
+
+
+def fill_blocks(template: str, blocks: dict[str, str]) -> str:
+    """Replace each line that holds only ``${name}`` by ``blocks[name]``, indented like that line.
+
+    ``$`` in a block is doubled so the following string.Template pass leaves it alone.
+
+    Example: ``fill_blocks("a:\\n  ${b}\\n", {"b": "x: 1\\ny: 2"})`` -> ``"a:\\n  x: 1\\n  y: 2\\n"``
+    (before the ``$`` unescaping done by string.Template).
+    """
+    for key, text in blocks.items():
+        pattern = re.compile(r"^([ \t]*)\$\{" + re.escape(key) + r"\}[ \t]*$", re.M)
+
+        def indent(m: re.Match, text=text) -> str:
+            return "\n".join(m[1] + line if line else line for line in text.replace("$", "$$").splitlines())
+
+        template = pattern.sub(indent, template)
+    return template
+
+
+def render(settings: Settings, name: str) -> str:
+    """The Envoy config of ``name`` as YAML text, from ``templates/<name>.yaml`` (package data) and the settings.
+
+    settings: ports, paths, allowed hosts.
+    name: ``sidecar``, ``igw`` or ``igw_http``.
+
+    Example: ``yaml.safe_load(render(s, "igw"))["admin"]``.
+    """
+    template = (TEMPLATES / f"{_check_name(name)}.yaml").read_text()
+    blocks = {"access_log_format": _block(ACCESS_LOG_FORMAT), "rbac_policies": _block(rbac_policies(settings.allowed_hosts))}
+    try:
+        return string.Template(fill_blocks(template, blocks)).substitute(template_values(settings, name))
+    except (KeyError, ValueError) as e:
+        raise StepError(f"templates/{name}.yaml has a placeholder render() does not fill: {e}.") from None
+
+
+def render_all(settings: Settings) -> dict[str, str]:
+    """``{name: YAML text}`` for the three Envoys.
+
+    Example: ``sorted(render_all(s))`` -> ``["igw", "igw_http", "sidecar"]``.
+    """
+    return {name: render(settings, name) for name in NAMES}
+
+
+# --------------------------------------------------------------------------- pure: parsing facts
+
+
+_SS_USERS_RE = re.compile(r'\("([^"]*)",pid=(\d+)')
+
+
+def parse_ss(text: str) -> list[dict]:
+    """Parse ``ss -ltnpH`` into ``[{"address", "port", "process", "pid"}]`` (one row per process).
+
+    Example: ``parse_ss('LISTEN 0 4096 127.0.0.1:9901 0.0.0.0:* users:(("envoy",pid=7,fd=3))')``
+    -> ``[{"address": "127.0.0.1", "port": 9901, "process": "envoy", "pid": 7}]``.
+    """
+    rows = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 4 or not parts[0].startswith("LISTEN"):
+            continue
+        address, _, port = parts[3].rpartition(":")
+        if not port.isdigit():
+            continue
+        users = _SS_USERS_RE.findall(line) or [("?", "0")]
+        rows.extend({"address": address, "port": int(port), "process": proc, "pid": int(pid) or None} for proc, pid in users)
+    return rows
+
+
+def parse_listeners(text: str) -> list[str]:
+    """Addresses from the admin ``/listeners`` text (``name::address`` per line).
+
+    Example: ``parse_listeners("igw::127.0.0.1:12010\\n")`` -> ``["127.0.0.1:12010"]``.
+    """
+    return [line.split("::", 1)[1] for line in text.splitlines() if "::" in line]
+
+
+def parse_version(text: str) -> str:
+    """The release number from ``envoy --version`` output, else the output itself.
+
+    Example: ``parse_version("envoy  version: 9e55/1.40.0/Clean/RELEASE/BoringSSL")`` -> ``"1.40.0"``.
+    """
+    m = re.search(r"version:\s*\S+?/(\d+\.\d+\.\d+[^/\s]*)/", text)
+    return m[1] if m else text.strip()
+
+
+def _ere_escape(text: str) -> str:
+    """Escape ``text`` for a POSIX extended regex (pgrep)."""
+    return re.sub(r"([.\[\]()*+?{}|^$\\])", r"\\\1", text)
+
+
+def process_pattern(settings: Settings, name: str) -> str:
+    """pgrep -f pattern for the Envoy ``name`` we started (anchored: wrapper shells do not match).
+
+    Example: ``process_pattern(s, "igw")`` -> ``"^/opt/tproxy-nb/bin/envoy -c /opt/tproxy-nb/etc/igw\\\\.yaml( |$)"``.
+    """
+    return f"^{_ere_escape(settings.paths.envoy)} -c {_ere_escape(config_path(settings, name))}( |$)"
+
+
+def launch_script(settings: Settings, name: str) -> str:
+    """Shell that starts Envoy ``name`` detached and records its PID (run as the envoy user).
+
+    Envoy 1.40 sets PR_SET_PDEATHSIG(SIGTERM): it dies with its parent. So the
+    parent is a ``setsid sh`` that stays and waits (the trailing ``echo`` keeps
+    sh from exec-ing Envoy in its place), not the SSH command's shell, which
+    exits right away.
+
+    Example: ``host.run(launch_script(s, "igw"), user=s.envoy.user)``.
+    """
+    q = shlex.quote
+    pid, exit_file = pid_path(settings, name), f"{settings.paths.run}/{name}.exit"
+    inner = f"{shlex.join(command(settings, name))} & echo $! > {q(pid)}; wait $!; echo $? > {q(exit_file)}"
+    return f"rm -f {q(pid)} {q(exit_file)}; setsid sh -c {q(inner)} </dev/null >{q(out_path(settings, name))} 2>&1 &"
+
+
+def wait_ready_script(settings: Settings, name: str, timeout: int = READY_TIMEOUT_S) -> str:
+    """Shell polling ``/ready`` until LIVE: exit 0 live, 3 the process died, 2 timed out.
+
+    Example: ``host.run(wait_ready_script(s, "igw"), user=s.envoy.user, check=False).exit_code``.
+    """
+    q = shlex.quote
+    url = f"http://127.0.0.1:{admin_port(settings, name)}/ready"
+    pid = q(pid_path(settings, name))
+    return (
+        f"end=$(( $(date +%s) + {int(timeout)} )); "
+        f"while [ $(date +%s) -lt $end ]; do "
+        f"[ \"$(curl -s --max-time 1 {q(url)})\" = LIVE ] && exit 0; "
+        f"[ -s {pid} ] && ! kill -0 \"$(cat {pid})\" 2>/dev/null && exit 3; "
+        f"sleep 0.25; done; exit 2"
+    )

@@ -1,0 +1,65 @@
+"""The whole chain on a host, up or down, every step in order: the one way to do it.
+
+``up`` provisions (accounts, directories, Envoy binary, certificates, configs), loads
+the ENVOY_EGRESS rules and starts the three Envoys; ``down`` stops the Envoys and
+removes our rules, accounts and files. Both are idempotent and resumable: each step
+is planned against the host as it is, so a second run plans nothing and a run cut
+short picks up where it stopped. The CLI, the notebooks' catch-up cells, the tests,
+the benchmarks and the log-capture script all call these two functions.
+
+Example::
+
+    plans = up(host, settings, guard_seconds=None)   # the lab: no rollback guard needed
+    all(p.empty for p in up(host, settings))          # True: nothing left to do
+    down(host, settings)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..remote.host import Host
+from ..settings import Settings
+from . import envoy_proc, firewall, provision
+from .plan import Plan
+
+
+#: The stages of :func:`up`, in order; ``through`` stops after the one it names.
+STAGES = ("provision", "firewall", "envoys")
+
+
+def up(host: Host, settings: Settings, *, through: str = "envoys", certs_dir: str | Path | None = None,
+       guard_seconds: float | None = firewall.DEFAULT_GUARD_SECONDS) -> list[Plan]:
+    """Bring the chain up on ``host``; return every step's plan, as applied.
+
+    host: the target.
+    settings: users, ports, paths, allowlist.
+    through: the last stage to bring up (``provision``, ``firewall`` or ``envoys``): a notebook
+      catching up on what the notebooks before it did stops where it takes over.
+    certs_dir: the local certificate directory (default :func:`tproxy_nb.render.certs.default_dir`).
+    guard_seconds: rollback guard for the firewall change (None: none, as on the lab whose sshd is local).
+
+    Example: ``[p.step for p in up(host, s, guard_seconds=None)]``.
+    """
+    if through not in STAGES:
+        raise ValueError(f"through must be one of {', '.join(STAGES)}, not {through!r}")
+    last = STAGES.index(through)
+    plans = list(provision.provision(host, settings, certs_dir=Path(certs_dir) if certs_dir else None))
+    if last >= STAGES.index("firewall"):
+        plans.append(firewall.apply(host, settings, guard_seconds=guard_seconds))
+    if last >= STAGES.index("envoys"):
+        plans.append(envoy_proc.plan_start(host, settings).apply(host))
+    return plans
+
+
+def down(host: Host, settings: Settings) -> list[Plan]:
+    """Take the chain down on ``host``: stop the Envoys, remove our rules, accounts and files.
+
+    Succeeds when nothing is there. Returns every step's plan, as applied.
+
+    Example: ``all(p.empty for p in down(host, s))`` -> True on the second run.
+    """
+    plans = []
+    for plan in provision.plan_remove(host, settings):
+        plans.append(plan.apply(host))
+    return plans

@@ -1,0 +1,297 @@
+"""The three Envoys on a host: validate, start, stop, status, admin endpoints, logs.
+
+Every Envoy runs as the envoy user with its own ``--base-id``; command lines, paths
+and the parsers of what Envoy prints are :mod:`tproxy_nb.render.envoy`'s.
+
+Example::
+
+    start(host, settings)
+    status(host, settings)
+    admin(host, settings, "igw", "/stats?filter=rbac")
+    fetch_logs(host, settings)["igw"]["debug"]
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+
+from ..analysis.trace import parse_all
+from ..errors import CommandError, StepError, TproxyError
+from ..remote.host import Host
+from ..render.envoy import (FLUSH_INTERVAL_MS, NAMES, READY_TIMEOUT_S, STOP_TIMEOUT_S, _check_name, admin_port,
+                            command, config_path, launch_script, listen_ports, log_path, out_path, parse_listeners,
+                            parse_ss, parse_version, pid_path, process_pattern, shm_path, validate_command,
+                            wait_ready_script)
+from ..settings import Settings
+from .plan import Plan
+
+
+def _names(names) -> tuple[str, ...]:
+    names = (names,) if isinstance(names, str) else tuple(names)
+    for n in names:
+        _check_name(n)
+    return names
+
+
+def _tail(host: Host, path: str, n: int = 12) -> str:
+    r = host.run(["tail", "-n", str(n), "--", path], sudo=True, check=False, timeout=30)
+    return r.stdout.rstrip() if r.ok else ""
+
+
+def validate(host: Host, settings: Settings, name: str | None = None) -> None:
+    """Check configs with ``envoy --mode validate`` as the envoy user (so cert permissions count too).
+
+    Validation opens the access-log files, so the log directory is created first.
+    Raises :class:`StepError` naming the file, with the end of Envoy's message.
+
+    name: one Envoy, or None for all three.
+
+    Example: ``validate(host, s, "igw")``.
+    """
+    _ensure_dirs(host, settings)
+    for n in _names(NAMES if name is None else name):
+        r = host.run(validate_command(settings, n), user=settings.envoy.user, check=False, timeout=120)
+        if not r.ok:
+            tail = "\n".join(x for x in (r.tail(8, "stderr"), r.tail(8)) if x)
+            raise StepError(f"Envoy rejects {config_path(settings, n)} (exit {r.exit_code}):\n{tail}\n"
+                            "Fix the template or settings, then plan_configs(...).apply(host); nothing was started.")
+
+
+def pids(host: Host, settings: Settings, name: str) -> list[int]:
+    """PIDs of Envoy ``name``: the recorded one if it is alive and is ours, plus any stray with our config.
+
+    Example: ``pids(host, s, "igw")`` -> ``[4242]``.
+    """
+    found: set[int] = set()
+    recorded = host.run(["cat", "--", pid_path(settings, name)], sudo=True, check=False, timeout=30).stdout.strip()
+    if recorded.isdigit():
+        # A recycled PID must not be taken for ours: check its command line.
+        cmdline = host.run(["cat", f"/proc/{recorded}/cmdline"], sudo=True, check=False, timeout=30).stdout
+        if cmdline.split("\0")[:3] == command(settings, name)[:3]:
+            found.add(int(recorded))
+    r = host.run(["pgrep", "-f", "--", process_pattern(settings, name)], sudo=True, check=False, timeout=30)
+    found.update(int(x) for x in r.stdout.split() if x.isdigit())
+    return sorted(found)
+
+
+def _ready(host: Host, settings: Settings, name: str) -> bool:
+    url = f"http://127.0.0.1:{admin_port(settings, name)}/ready"
+    r = host.run(["curl", "-s", "--max-time", "2", url], user=settings.envoy.user, check=False, timeout=30)
+    return r.stdout.strip() == "LIVE"
+
+
+def _shm_users(host: Host, path: str) -> list[int]:
+    """PIDs that still map the shared-memory file ``path``."""
+    script = f"grep -l -F -- {shlex.quote(path)} /proc/[0-9]*/maps 2>/dev/null || true"
+    out = host.run(script, sudo=True, check=False, timeout=30).stdout
+    return sorted(int(m) for m in re.findall(r"/proc/(\d+)/maps", out))
+
+
+def _clean_shm(host: Host, settings: Settings, name: str, strict: bool = True) -> None:
+    """Remove the hot-restart shared memory of ``name`` unless a live process maps it.
+
+    A leftover file owned by another uid makes the next Envoy with that base-id panic.
+    strict: raise when another process maps it (before a start); else leave it be (stop).
+    """
+    path = shm_path(settings, name)
+    users = _shm_users(host, path)
+    if users and not strict:
+        return
+    if users:
+        raise StepError(f"{path} (base-id {settings.base_ids[name]}) is in use by PID(s) {', '.join(map(str, users))}, "
+                        f"which is not the {name} Envoy we started. Stop that process or give {name} another base_ids value.")
+    host.run(["rm", "-f", "--", path], sudo=True, timeout=30)
+
+
+def _ensure_dirs(host: Host, settings: Settings) -> None:
+    """Create the log and run directories (envoy-owned, 0750) when they are missing."""
+    a = settings.envoy
+    for d in (settings.paths.log, settings.paths.run):
+        host.run(f"test -d {shlex.quote(d)} || install -d -m 750 -o {shlex.quote(a.user)} -g {shlex.quote(a.group)} -- {shlex.quote(d)}",
+                 sudo=True, timeout=30)
+
+
+def _check_ports(host: Host, settings: Settings, names) -> None:
+    """Raise naming the port and its holder when a port ``names`` need is taken."""
+    listening = parse_ss(host.run(["ss", "-ltnpH"], sudo=True, timeout=30).stdout)
+    for name in names:
+        for key, port in listen_ports(settings, name).items():
+            holders = [r for r in listening if r["port"] == port]
+            if holders:
+                who = ", ".join(f"{r['process']} (pid {r['pid']}) on {r['address']}" for r in holders)
+                raise StepError(f"Port {port} (ports.{key}, needed by {name}) is in use by {who}. "
+                                f"Stop that process or change ports.{key} in the settings; nothing was started.")
+
+
+def _failure_report(host: Host, settings: Settings, name: str) -> str:
+    parts = [f"--- {p} ---\n{t}" for p in (out_path(settings, name), log_path(settings, name)) if (t := _tail(host, p))]
+    return "\n".join(parts) or "(no log written)"
+
+
+def plan_start(host: Host, settings: Settings, names=NAMES) -> Plan:
+    """Plan starting the Envoys that are not running and ready (nothing when all are).
+
+    Example: ``plan_start(host, s).apply(host)``.
+    """
+    plan = Plan("envoys")
+    todo = [n for n in _names(names) if not (pids(host, settings, n) and _ready(host, settings, n))]
+    if todo:
+        plan.add(f"start {', '.join(todo)} as {settings.envoy.user}", action=lambda h: start(h, settings, todo))
+    else:
+        plan.note(f"{', '.join(_names(names))} running and ready")
+    return plan
+
+
+def start(host: Host, settings: Settings, names=NAMES) -> list[str]:
+    """Start the Envoys that are not running; leave running and ready ones alone.
+
+    Validates first; fails before starting anything when a port is taken.
+    Waits up to ``READY_TIMEOUT_S`` for each ``/ready`` to say LIVE.
+
+    names: which Envoys (default all three).
+    Returns the names that were started.
+
+    Example: ``start(host, s)`` -> ``["sidecar", "igw", "igw_http"]`` (then ``[]``).
+    """
+    names = _names(names)
+    todo = []
+    for name in names:
+        running = pids(host, settings, name)
+        if running and _ready(host, settings, name):
+            continue
+        if running:
+            # Started but not ready (still starting, or stuck): wait below instead of starting twice.
+            todo.append((name, False))
+        else:
+            todo.append((name, True))
+    if not todo:
+        return []
+    for name, _ in todo:
+        validate(host, settings, name)
+    _check_ports(host, settings, [n for n, launch in todo if launch])
+    for name, launch in todo:
+        if launch:
+            _clean_shm(host, settings, name)
+            host.run(launch_script(settings, name), user=settings.envoy.user, timeout=30)
+    for name, _ in todo:
+        r = host.run(wait_ready_script(settings, name), user=settings.envoy.user, check=False, timeout=READY_TIMEOUT_S + 15)
+        if not r.ok:
+            why = "exited" if r.exit_code == 3 else f"did not report LIVE on /ready within {READY_TIMEOUT_S} s"
+            raise StepError(f"Envoy {name} {why}. End of its logs:\n{_failure_report(host, settings, name)}")
+    return [name for name, launch in todo if launch]
+
+
+def stop(host: Host, settings: Settings, names=NAMES) -> list[str]:
+    """Stop Envoys: SIGTERM, wait up to ``STOP_TIMEOUT_S``, then SIGKILL; remove PID and shm files.
+
+    Succeeds when nothing was running. Returns the names that were running.
+
+    Example: ``stop(host, s)`` -> ``["sidecar", "igw", "igw_http"]``.
+    """
+    stopped = []
+    for name in _names(names):
+        found = pids(host, settings, name)
+        if found:
+            stopped.append(name)
+            ids = " ".join(map(str, found))
+            script = (
+                f"kill -TERM {ids} 2>/dev/null; i=0; "
+                f"while [ $i -lt {STOP_TIMEOUT_S * 4} ] && kill -0 {ids} 2>/dev/null; do sleep 0.25; i=$((i+1)); done; "
+                f"kill -KILL {ids} 2>/dev/null; i=0; "
+                f"while [ $i -lt 20 ] && kill -0 {ids} 2>/dev/null; do sleep 0.25; i=$((i+1)); done; "
+                f"! kill -0 {ids} 2>/dev/null"
+            )
+            r = host.run(script, sudo=True, check=False, timeout=STOP_TIMEOUT_S + 20)
+            if not r.ok:
+                raise StepError(f"Envoy {name} (PID {ids}) survived SIGKILL; check 'ps -o pid,stat,cmd -p {ids}' on {host.name}.")
+        host.run(["rm", "-f", "--", pid_path(settings, name)], sudo=True, timeout=30)
+        # Not strict: a stranger's Envoy on the same base-id is start()'s problem, not a failed stop.
+        _clean_shm(host, settings, name, strict=False)
+    return stopped
+
+
+def admin(host: Host, settings: Settings, name: str, path: str) -> str:
+    """GET an admin endpoint of ``name`` on the target (curl to 127.0.0.1 as the envoy user).
+
+    path: e.g. ``/ready``, ``/stats?filter=rbac``, ``/clusters``, ``/listeners``.
+
+    Example: ``print(admin(host, s, "igw", "/stats?filter=rbac"))``.
+    """
+    if not path.startswith("/"):
+        path = "/" + path
+    url = f"http://127.0.0.1:{admin_port(settings, name)}{path}"
+    try:
+        return host.run(["curl", "-sS", "--max-time", "10", url], user=settings.envoy.user, timeout=30).stdout
+    except CommandError as e:
+        raise StepError(f"The admin interface of {name} ({url}) did not answer: {e.result.tail(2, 'stderr')}. Is it running? See status().") from None
+
+
+def settle_logs() -> None:
+    """Wait until what the Envoys logged so far is in their files (they write every FLUSH_INTERVAL_MS)."""
+    time.sleep(2 * FLUSH_INTERVAL_MS / 1000)
+
+
+def logs(host: Host, settings: Settings, name: str, access: bool = False, settle: bool = True) -> str:
+    """The debug log (or JSON access log) of ``name`` as text, including what was logged just now.
+
+    settle: first wait one flush of Envoy's log buffer (:func:`settle_logs`); pass False when you already did.
+
+    Example: ``logs(host, s, "igw", access=True).splitlines()[-1]``.
+    """
+    if settle:
+        settle_logs()
+    path = log_path(settings, name, access=access)
+    try:
+        return host.get(path, sudo=True)
+    except CommandError:
+        raise
+    except TproxyError as e:
+        raise StepError(f"Cannot read {path}: {e} Has {name} been started?") from None
+
+
+def version(host: Host, settings: Settings) -> str:
+    """The Envoy release installed at ``paths.envoy`` (e.g. ``"1.40.0"``).
+
+    Example: ``version(host, s)`` -> ``"1.40.0"``.
+    """
+    r = host.run([settings.paths.envoy, "--version"], user=settings.envoy.user, check=False, timeout=60)
+    if not r.ok:
+        raise StepError(f"{settings.paths.envoy} --version failed (exit {r.exit_code}): {r.tail(3, 'stderr') or r.tail(3)}. Is Envoy installed (provision)?")
+    return parse_version(r.stdout + r.stderr)
+
+
+def status(host: Host, settings: Settings):
+    """One row per Envoy: name, pid, running, ready, admin_port, listeners, log_tail (when dead).
+
+    Example: ``status(host, s)[["name", "running", "ready"]]``.
+    """
+    import pandas as pd
+
+    rows = []
+    for name in NAMES:
+        found = pids(host, settings, name)
+        ready = bool(found) and _ready(host, settings, name)
+        listeners = ""
+        if ready:
+            listeners = ", ".join(parse_listeners(admin(host, settings, name, "/listeners")))
+        rows.append({
+            "name": name,
+            "pid": found[0] if found else None,
+            "running": bool(found),
+            "ready": ready,
+            "admin_port": admin_port(settings, name),
+            "listeners": listeners,
+            "log_tail": "" if found else _failure_report(host, settings, name),
+        })
+    return pd.DataFrame(rows, columns=["name", "pid", "running", "ready", "admin_port", "listeners", "log_tail"]).astype({"pid": "Int64"})
+
+
+def fetch_logs(host: Host, settings: Settings) -> dict[str, dict]:
+    """Download and parse the three Envoys' debug and access logs from the host."""
+    settle_logs()
+    texts = {name: {"debug": logs(host, settings, name, settle=False),
+                    "access": logs(host, settings, name, access=True, settle=False)}
+             for name in NAMES}
+    return parse_all(texts)
