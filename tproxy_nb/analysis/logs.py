@@ -338,12 +338,8 @@ _ACCESS_INTS = ("response_code", "duration_ms", "bytes_received", "bytes_sent")
 def _read_all(source: Source) -> bytes:
     chunks = []
     with _binary(source) as stream:
-        buf = bytearray(1 << 20)
-        while True:
-            got = stream.readinto(memoryview(buf))
-            if not got:
-                break
-            chunks.append(bytes(buf[:got]))
+        while chunk := stream.read(1 << 20):
+            chunks.append(chunk)
     return b"".join(chunks)
 
 
