@@ -504,7 +504,7 @@ class _Slow(NamedTuple):
 
 
 def _to_uint(value: Any) -> int | None:
-    text = str(value).strip()
+    text = "" if value is None else str(value).strip()
     return int(text) if text.isascii() and text.isdigit() and int(text) < 2**64 else None  # not "²"
 
 
@@ -569,6 +569,10 @@ def _slow_json(line: bytes) -> _Slow | None:
             return None
         obj = {k: (s if s else n) for k, s, n in _JSON_PAIR.findall(_utf8(m["head"]))}
         broken_at = m.start("message")
+        ids = re.compile(_IDS).match(m.string, broken_at)  # "[Tags: "ConnectionId":"5"] ..." opens the message
+        if ids and ids.end() > broken_at:
+            obj["connectionid"], obj["streamid"] = _ids_of(ids.groupdict())
+            broken_at = ids.end()
     if not isinstance(obj, dict):
         return None
     obj = {str(k).lower(): v for k, v in obj.items()}
@@ -583,13 +587,13 @@ def _slow_json(line: bytes) -> _Slow | None:
     if source is not None and obj.get("line") is not None and ":" not in str(source):
         source = f"{source}:{obj['line']}"
     message = "" if broken_at >= 0 else str(_json_get(obj, "message") or "").rstrip("\n")
-    conn, stream = _to_uint(_json_get(obj, "connection_id") or ""), _to_uint(_json_get(obj, "stream_id") or "")
+    conn, stream = _to_uint(_json_get(obj, "connection_id")), _to_uint(_json_get(obj, "stream_id"))
     if conn is None and stream is None and broken_at < 0:
         ids = re.match(_IDS, message)  # ids printed at the start of the message, "[C5][S6] ..."
         if ids and ids.end():
             conn, stream = _ids_of(ids.groupdict())
             message = message[ids.end() :]
-    thread = _to_uint(_json_get(obj, "thread") or "")
+    thread = _to_uint(_json_get(obj, "thread"))
     level = _LEVELS.get(level.lower(), level.lower())
     return _Slow(family, ts, thread, level, logger, None if source is None else str(source), conn, stream,
                  broken_at, None if broken_at >= 0 else message)
@@ -770,7 +774,7 @@ def _finish_slow(block: _Block, slow: list[tuple[int, _Slow]], headers: _Headers
                 block.message[i] = block.message[i][: m.start()].rstrip("\n")  # it may follow a dump's blank line
             block.header[i] = headers.number((thread, rec.level, rec.logger, rec.source))
         elif rec.message is None:
-            block.message[i] = _JSON_BROKEN_END.sub("", block.message[i])
+            block.message[i] = _JSON_BROKEN_END.sub("", block.message[i]).rstrip("\n")
 
 
 def _parse_block(buf: np.ndarray, n: int, first_line: int, headers: _Headers, fast: bool = True) -> dict[str, Any]:
