@@ -572,7 +572,8 @@ def test_envoy_1_7_location_without_bracket_and_one_record_per_header():
     got = responses(df)
     assert got[["connection_id", "status"]].values.tolist() == [[1, 403], [2, 200]]
     verdicts = rbac_decisions(df)
-    assert verdicts[["connection_id", "decision", "policy"]].values.tolist() == [[1, "denied", None], [2, "allowed", None]]
+    got = verdicts[["connection_id", "decision", "policy"]].values.tolist()
+    assert got == [[1, "denied", None], [2, "allowed", None]]
 
 
 def test_istio_1_4_epoch_prefix():

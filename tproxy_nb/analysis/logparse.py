@@ -19,10 +19,16 @@ Conventions, from how Envoy logs (DESIGN.md, "Log analysis contract"):
   ``df.attrs["unparsed"]`` counts them. Blank lines outside records are dropped.
 * Bad bytes are decoded as U+FFFD; nothing in the input raises.
 
-How it is fast enough without being clever: the file is read in blocks of a few
-MiB cut at line boundaries, and each family's regex runs once over a whole block
-(``re.finditer``, in C) rather than once per line from Python; numpy only keeps
-track of which line each match starts and which lines continue it.
+How to read this file: the families section is the definition of every format.
+The regex path (``_slow_text``, ``_slow_json``) applies it one line at a time.
+Envoy's default format, nearly every line of a real debug log, is also read by
+a vectorised numpy path (``_default_headers``: fixed-width byte patterns, digits
+summed by dot products, each distinct thread/level/logger/source span checked
+once with ``_KEY``), because a regex per line from Python is about five times
+slower; lines it cannot vouch for fall through to the regexes, and
+``parse_envoy_log(..., fast=False)`` skips it (tests compare both frames).
+Blocks of a few MiB, cut where a log line starts, keep memory bounded;
+``_fold_continuations`` gives each record its continuation lines.
 
 Example:
     >>> df = parse_envoy_log("envoy.log")
@@ -43,7 +49,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-__all__ = ["COLUMNS", "FAMILIES", "Source", "parse_envoy_log"]
+__all__ = ["COLUMNS", "FAMILIES", "JSON_KEYS", "Source", "parse_envoy_log"]
 
 #: Columns of :func:`parse_envoy_log`, in order. ``format`` names the family of each record (null for non-records).
 COLUMNS = (
@@ -67,7 +73,8 @@ _TEXT = pd.Series(["x"]).dtype
 # Connection and stream ids, printed right before the message, in either style Envoy used:
 _IDS = (
     r"(?:"
-    r'\[Tags:\ "ConnectionId":"(?P<tag_conn>\d+)"(?:,"StreamId":"(?P<tag_stream>\d+)")?\]\ ?'  # [Tags: "ConnectionId":"5","StreamId":"6"]
+    # [Tags: "ConnectionId":"5","StreamId":"6"]
+    r'\[Tags:\ "ConnectionId":"(?P<tag_conn>\d+)"(?:,"StreamId":"(?P<tag_stream>\d+)")?\]\ ?'
     r"|\[Tags:\ (?P<tags>[^\]\n]*)\]\ ?"  # [Tags: ...] with other tags or another order
     r"|\[C(?P<conn>\d+)\](?:\[S(?P<stream>\d+)\])?\ ?"  # [C5][S6] (Envoy before 1.30) or [C5]
     r")?"
@@ -75,7 +82,8 @@ _IDS = (
 _MESSAGE = r"(?P<message>.*)"  # the rest of the line; continuation lines are added later
 
 # Envoy's default "[%Y-%m-%d %T.%e][%t][%l][%n] [%g:%#] %v" (1.8 and later):
-# [2026-11-26 06:10:01.123][7][debug][http] [source/common/http/conn_manager_impl.cc:393] [Tags: "ConnectionId":"5"] new stream
+# [2026-11-26 06:10:01.123][7][debug][http] [source/common/http/conn_manager_impl.cc:393] [Tags: "ConnectionId":"5"]
+#   new stream
 _BRACKETED_HEADER = (
     r"\[(?P<timestamp>\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:\.\d{1,9})?)\]"  # [2026-11-26 06:10:01.123]
     r"\[(?P<thread>\d+)\]"  # [7]
@@ -89,7 +97,8 @@ ENVOY = re.compile(
 )
 
 # Envoy up to about 1.12 printed the source location inside the message, without its opening bracket:
-# [2018-06-20 10:42:08.410][17][debug][http] external/envoy/source/common/http/conn_manager_impl.cc:187] [C12] new stream
+# [2018-06-20 10:42:08.410][17][debug][http] external/envoy/source/common/http/conn_manager_impl.cc:187] [C12]
+#   new stream
 # (Envoy 1.7 and older also printed each header of a dump as a record of its own: "[C1][S2]   ':path':'/'".)
 ENVOY_1_7 = re.compile(
     r"\n" + _BRACKETED_HEADER
@@ -98,7 +107,8 @@ ENVOY_1_7 = re.compile(
 )
 
 # Istio 1.4 put pilot-agent's epoch in front of Envoy's default line:
-# [Envoy (Epoch 0)] [2020-02-11 16:04:50.792][22][debug][filter] [external/envoy/source/.../original_dst.cc:18] original_dst: New connection accepted
+# [Envoy (Epoch 0)] [2020-02-11 16:04:50.792][22][debug][filter] [external/envoy/source/.../original_dst.cc:18]
+#   original_dst: New connection accepted
 ISTIO_1_4 = re.compile(
     r"\n\[Envoy\ \(Epoch\ \d+\)\]\ "  # [Envoy (Epoch 0)]
     + _BRACKETED_HEADER
@@ -108,7 +118,7 @@ ISTIO_1_4 = re.compile(
 
 # Istio's "%Y-%m-%dT%T.%fZ\t%l\tenvoy %n %g:%#\t%v\tthread=%t" (istio/istio pkg/envoy/proxy.go), also its
 # shorter older forms without the source location or "thread=", and all of them pasted with tabs turned to spaces:
-# 2024-04-24T01:32:42.812279Z\tdebug\tenvoy rbac external/envoy/source/.../rbac_filter.cc:114\tchecking request\tthread=15
+# 2024-04-24T01:32:42.812279Z\tdebug\tenvoy rbac external/envoy/.../rbac_filter.cc:114\tchecking request\tthread=15
 # 2021-08-03T06:46:35.297262Z debug   envoy filter    override with 3 ALPNs
 ISTIO = re.compile(
     r"\n(?P<timestamp>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?)Z"  # 2024-04-24T01:32:42.812279Z
@@ -138,7 +148,8 @@ JSON_KEYS = {
     "connection_id": ("connectionid", "connection_id"),
     "stream_id": ("streamid", "stream_id"),
 }
-# A JSON line cut where a multi-line "%v" message broke it: {"time": "...", "level": "debug", "message": "request headers
+# A JSON line cut where a multi-line "%v" message broke it:
+# {"time": "...", "level": "debug", "message": "request headers
 _JSON_BROKEN = re.compile(r'\{(?P<head>.*?)"(?:message|msg|log)"\s*:\s*"(?P<message>.*)', re.IGNORECASE)
 _JSON_BROKEN_END = re.compile(r'"\s*\}\s*$')
 _JSON_PAIR = re.compile(r'"([\w@]+)"\s*:\s*(?:"((?:[^"\\]|\\.)*)"|(-?\d+))')
@@ -414,7 +425,8 @@ def _ids(data: np.ndarray, pos: np.ndarray, end: np.ndarray, closes: np.ndarray)
     ids, and the numbers are the digits right before a quote or bracket.
     """
     n = len(pos)
-    ids = _Ids(np.zeros(n, np.uint64), np.zeros(n, bool), np.zeros(n, np.uint64), np.zeros(n, bool), pos.copy(), np.ones(n, bool))
+    no_ids = np.zeros(n, np.uint64), np.zeros(n, bool), np.zeros(n, np.uint64), np.zeros(n, bool)
+    ids = _Ids(*no_ids, pos.copy(), np.ones(n, bool))
     k = np.searchsorted(closes, pos)
     first_close, second_close = closes[k], closes[k + 1]
     ids.ok[_at(data, pos, _ANY_TAGS)] = False  # other tags, or another order: the slow path reads them
@@ -442,7 +454,8 @@ def _ids(data: np.ndarray, pos: np.ndarray, end: np.ndarray, closes: np.ndarray)
         conn, count = _number_before(data, c_close)
         conn_ok = (count > 0) & (c_close - count == pos[rows] + 2) & (c_close < end[rows])
         stream, count = _number_before(data, s_close)
-        stream_ok = conn_ok & _at(data, c_close + 1, _OLD_STREAM) & (s_close - count == c_close + 3) & (s_close < end[rows])
+        stream_ok = conn_ok & _at(data, c_close + 1, _OLD_STREAM)
+        stream_ok &= (s_close - count == c_close + 3) & (s_close < end[rows])
         close = np.where(stream_ok, s_close, c_close)
         ids.connection[rows], ids.has_connection[rows] = conn, conn_ok
         ids.stream[rows], ids.has_stream[rows] = stream, stream_ok
@@ -846,7 +859,8 @@ def parse_envoy_log(source: Source, *, fast: bool = True) -> pd.DataFrame:
     ``format``; ``df.attrs["unparsed"]`` counts them.
 
     Example:
-        >>> df = parse_envoy_log('[2026-11-26 06:10:01.123][7][debug][http] [source/common/http/conn_manager_impl.cc:393] [Tags: "ConnectionId":"5"] new stream')
+        >>> line = '[2026-11-26 06:10:01.123][7][debug][http] [source/common/http/conn_manager_impl.cc:393] '
+        >>> df = parse_envoy_log(line + '[Tags: "ConnectionId":"5"] new stream')
         >>> df.loc[0, "logger"], int(df.loc[0, "connection_id"]), df.loc[0, "message"]
         ('http', 5, 'new stream')
     """
