@@ -445,6 +445,13 @@ def test_access_log_capture():
     assert {str(got[c].dtype) for c in ("response_code", "duration_ms", "bytes_received", "bytes_sent")} == {"Int64"}
 
 
+def test_access_log_from_text_and_binary_file_objects():
+    text = ACCESS.read_text()
+    expected = parse_access_log(ACCESS)
+    for source in (io.StringIO(text), io.BytesIO(text.encode()), text):
+        pd.testing.assert_frame_equal(parse_access_log(source), expected)
+
+
 def test_access_log_skips_and_counts_other_lines():
     text = '{"start_time":"2026-11-26T06:09:47.414Z","connection_id":18446744073709551615,"response_code":"200"}\nnot json\n[1,2]\n\n'
     got = parse_access_log(text)

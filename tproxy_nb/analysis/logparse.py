@@ -175,22 +175,28 @@ def _is_existing_path(text: str) -> bool:
 
 
 class _ReadAdapter:
-    """``readinto`` over any object with ``read``; text is encoded as UTF-8."""
+    """``readinto`` and ``read`` over any object with ``read``; text is encoded as UTF-8."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
         self._pending = b""
 
+    def read(self, n: int = -1) -> bytes:
+        data = self._pending + _as_bytes(self._stream.read(n))
+        self._pending = b""
+        return data
+
     def readinto(self, target: memoryview) -> int:
         if not self._pending:
-            data = self._stream.read(len(target))
-            if isinstance(data, str):
-                data = data.encode("utf-8", "replace")
-            self._pending = bytes(data or b"")
+            self._pending = _as_bytes(self._stream.read(len(target)))
         n = min(len(target), len(self._pending))
         target[:n] = self._pending[:n]
         self._pending = self._pending[n:]
         return n
+
+
+def _as_bytes(data: Any) -> bytes:
+    return data.encode("utf-8", "replace") if isinstance(data, str) else bytes(data or b"")
 
 
 @contextlib.contextmanager
