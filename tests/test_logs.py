@@ -34,6 +34,13 @@ ISTIO = DATA / "envoy-1.40-istio.log"
 JSON = DATA / "envoy-1.40-json.log"
 BRACKETS = DATA / "envoy-1.17-brackets.log"
 ACCESS = DATA / "access-1.40.jsonl"
+ISTIO_PASTED = DATA / "envoy-1.40-istio-pasted.log"
+ISTIO_JSON = DATA / "envoy-1.40-istio-json.log"
+JSON_V = DATA / "envoy-1.40-json-v.log"
+LEGACY = DATA / "envoy-1.7-legacy.log"
+EPOCH = DATA / "istio-1.4-epoch.log"
+SHORT = DATA / "istio-short-pasted.log"
+MIXED_FILE = DATA / "mixed-paste.log"
 
 DTYPES = {
     "timestamp": "datetime64[ns]",
@@ -292,7 +299,7 @@ def test_small_blocks_never_split_a_record(monkeypatch, block):
 
 def test_vectorised_path_matches_the_regex_path(monkeypatch):
     """Envoy's default format is read by numpy; the regex path must give the very same frame."""
-    expected = {source: parse_envoy_log(source) for source in (DEFAULT, BRACKETS, MIXED)}
+    expected = {source: parse_envoy_log(source) for source in (DEFAULT, BRACKETS, MIXED, MIXED_FILE)}
     vectorised = logparse._default_headers
 
     def regex_only(*args):
@@ -302,6 +309,14 @@ def test_vectorised_path_matches_the_regex_path(monkeypatch):
     monkeypatch.setattr(logparse, "_default_headers", regex_only)
     for source, frame in expected.items():
         pd.testing.assert_frame_equal(parse_envoy_log(source), frame)
+
+
+def test_fast_false_is_the_regex_path_and_agrees():
+    """``fast=False`` reads every line with the family regexes: same frame, and it really skips numpy."""
+    for source in (DEFAULT, BRACKETS, MIXED_FILE):
+        pd.testing.assert_frame_equal(parse_envoy_log(source, fast=False), parse_envoy_log(source))
+    # A line only numpy's header reader would take differently shows the switch is real:
+    assert parse_envoy_log(DEFAULT, fast=False)["format"].eq("envoy").all()
 
 
 # ---------------------------------------------------------------- RBAC
@@ -430,6 +445,13 @@ def test_access_log_capture():
     assert {str(got[c].dtype) for c in ("response_code", "duration_ms", "bytes_received", "bytes_sent")} == {"Int64"}
 
 
+def test_access_log_from_text_and_binary_file_objects():
+    text = ACCESS.read_text()
+    expected = parse_access_log(ACCESS)
+    for source in (io.StringIO(text), io.BytesIO(text.encode()), text):
+        pd.testing.assert_frame_equal(parse_access_log(source), expected)
+
+
 def test_access_log_skips_and_counts_other_lines():
     text = '{"start_time":"2026-11-26T06:09:47.414Z","connection_id":18446744073709551615,"response_code":"200"}\nnot json\n[1,2]\n\n'
     got = parse_access_log(text)
@@ -443,3 +465,167 @@ def test_access_log_format_operators_are_envoys():
     assert ACCESS_LOG_FORMAT["upstream_connection_id"] == "%UPSTREAM_CONNECTION_ID%"
     assert ACCESS_LOG_FORMAT["authority"] == "%REQ(:AUTHORITY)%"
     assert all(v.startswith("%") and v.endswith("%") for v in ACCESS_LOG_FORMAT.values())
+
+
+# ---------------------------------------------------------------- every family, per line
+
+
+def test_every_family_names_its_format():
+    expected = {
+        DEFAULT: {"envoy"},
+        BRACKETS: {"envoy"},
+        ISTIO: {"istio"},
+        ISTIO_PASTED: {"istio"},
+        SHORT: {"istio"},
+        JSON: {"envoy", "envoy-json"},
+        JSON_V: {"envoy-json"},
+        ISTIO_JSON: {"istio-json"},
+        LEGACY: {"envoy-1.7"},
+        EPOCH: {"istio-1.4"},
+    }
+    for path, formats in expected.items():
+        df = parse_envoy_log(path)
+        _check_frame(df)
+        assert set(df["format"].dropna()) == formats, path.name
+        assert df["format"].isna().eq(df["level"].isna()).all(), path.name
+        assert not df["level"].isin(["warn"]).any(), path.name
+
+
+def test_pasted_istio_log_reads_like_the_tabbed_capture():
+    """Tabs turned into runs of spaces (a paste) change nothing but the whitespace."""
+    tabs, spaces = parse_envoy_log(ISTIO), parse_envoy_log(ISTIO_PASTED)
+    assert spaces.attrs["unparsed"] == 0
+    same = ["timestamp", "thread", "level", "logger", "source", "connection_id", "stream_id", "line_no"]
+    pd.testing.assert_frame_equal(spaces[same], tabs[same])
+    assert [m.split() for m in spaces["message"]] == [m.split() for m in tabs["message"]]
+    assert rbac_decisions(spaces)["decision"].tolist() == rbac_decisions(tabs)["decision"].tolist()
+
+
+def test_istio_short_forms_without_source_or_thread():
+    df = parse_envoy_log(SHORT)
+    first = _row(df, 3)  # 2021-08-03T06:46:35.297256Z trace   envoy http  [C355666][S...] decode headers called
+    assert (first["level"], first["logger"], first["connection_id"]) == ("trace", "http", 355666)
+    assert first["stream_id"] == 10909270796817708085 and pd.isna(first["source"]) and pd.isna(first["thread"])
+    assert first["message"].startswith("decode headers called")
+    assert _row(df, 11)["level"] == "warning"
+    # Istio's own lines (no "envoy " scope), a shell prompt and a line cut inside its timestamp are no records.
+    assert df.loc[df["level"].isna(), "line_no"].tolist() == [1, 2, 12]
+    # A source glued to its ids (a lost tab) still splits: "filter_manager.cc:572[Tags: ...".
+    glued = _row(df, 16)
+    assert glued["source"] == "external/envoy/source/common/http/filter_manager.cc:572"
+    assert (glued["thread"], glued["connection_id"], glued["stream_id"]) == (43, 314711, 11702537024555385627)
+    assert glued["message"] == "decode headers called: filter=istio.stats status=0"
+
+
+def test_rbac_policy_names_with_brackets_and_no_thread():
+    got = rbac_decisions(parse_envoy_log(SHORT)).set_index("line_no")
+    policy = "ns[foo]-policy[deny-path-headers]-rule[0]"
+    assert got.loc[8, ["decision", "policy", "filter"]].tolist() == ["shadow denied", policy, "http"]
+    assert got.loc[9, ["decision", "policy", "filter"]].tolist() == ["denied", policy, "http"]
+    # No thread printed: the whole log counts as one thread, so the verdict goes to the last stream logged.
+    assert (got.loc[9, "connection_id"], got.loc[9, "stream_id"]) == (355666, 10909270796817708085)
+    # "matched policy none" is no policy; after "checking connection" with no source, the network filter.
+    assert got.loc[14, ["decision", "filter"]].tolist() == ["allowed", "network"]
+    assert got.loc[14, "policy"] is None and got.loc[14, "stream_id"] is pd.NA
+
+
+def test_istio_json_capture():
+    df = parse_envoy_log(ISTIO_JSON)
+    assert df.attrs["unparsed"] == 0 and df["thread"].notna().all()
+    assert "envoy http" not in set(df["logger"]) and "http" in set(df["logger"])
+    row = _row(df, _first_line(df, "new connection from"))
+    assert row["connection_id"] == 0 and row["message"].startswith("new connection from 127.0.0.1:")
+    assert row["source"] == "source/common/listener_manager/active_tcp_listener.cc:162"
+    assert row["timestamp"].microsecond != 0  # %f: microseconds kept
+    got = rbac_decisions(df)
+    lyft = got[got["policy"].fillna("").str.startswith("ns[")]
+    assert lyft[["decision", "policy"]].values.tolist() == [["shadow denied", "ns[foo]-policy[deny-lyft]-rule[0]"]]
+    assert responses(df)["status"].tolist() == [200, 200, 200, 403, 503]
+    assert got.loc[got["filter"] == "network", "decision"].tolist() == ["denied"]
+
+
+def test_istio_json_other_scopes_are_no_records():
+    text = (
+        '{"level":"info","time":"2024-04-24T01:32:42.812279Z","scope":"xdsproxy","msg":"connected to upstream"}\n'
+        '{"level":"warn","time":"2024-04-24T01:32:42.9Z","scope":"envoy main","msg":"no limit",'
+        '"caller":"source/server/server.cc:747","thread":15}\n'
+    )
+    df = parse_envoy_log(text)
+    assert df["level"].tolist()[1] == "warning" and pd.isna(df["level"].iloc[0])
+    assert df.loc[1, ["logger", "thread", "format"]].tolist() == ["main", 15, "istio-json"]
+
+
+def test_json_with_v_message_that_breaks_the_json():
+    """A %v layout: the [Tags] quotes and a header dump break the JSON; the record still reads, ids included."""
+    df = parse_envoy_log(JSON_V)
+    assert df.attrs["unparsed"] == 0
+    row = _row(df, _first_line(df, "encoding headers via codec"))
+    assert (row["connection_id"], row["stream_id"], row["logger"]) == (0, 12808375883011824292, "http")
+    assert row["message"].startswith("encoding headers via codec (end_stream=false):\n':status', '200'")
+    assert not row["message"].endswith('"}') and "Tags" not in row["message"]
+    assert responses(df)["status"].tolist() == [200, 200, 200, 403, 503]
+
+
+def test_envoy_1_7_location_without_bracket_and_one_record_per_header():
+    df = parse_envoy_log(LEGACY)
+    assert df.attrs["unparsed"] == 0
+    row = _row(df, 4)
+    assert row["source"] == "external/envoy/source/common/http/conn_manager_impl.cc:452"
+    assert (row["connection_id"], row["stream_id"]) == (1, 4168112432581539207)
+    assert row["message"] == "request headers complete (end_stream=true):"
+    assert _row(df, 5)["message"] == "  ':authority':'www.lyft.com'"
+    assert _row(df, 13)["message"].endswith("':method', 'GET'\n, dynamicMetadata:")  # continuation lines folded
+    # The status comes from the header record of the same stream, not from the async side-stream's ':status':'200'.
+    got = responses(df)
+    assert got[["connection_id", "status"]].values.tolist() == [[1, 403], [2, 200]]
+    verdicts = rbac_decisions(df)
+    got = verdicts[["connection_id", "decision", "policy"]].values.tolist()
+    assert got == [[1, "denied", None], [2, "allowed", None]]
+
+
+def test_istio_1_4_epoch_prefix():
+    df = parse_envoy_log(EPOCH)
+    row = _row(df, 2)
+    assert (row["thread"], row["level"], row["logger"], row["format"]) == (22, "debug", "filter", "istio-1.4")
+    assert row["message"] == "original_dst: New connection accepted"
+    assert row["timestamp"] == pd.Timestamp("2020-02-11 16:04:50.792")
+    # pilot-agent's lines and the access-log line are no records
+    assert df.loc[df["level"].isna(), "line_no"].tolist() == [1, 18, 19]
+    assert rbac_decisions(df)[["connection_id", "decision"]].values.tolist() == [[31, "denied"]]
+    assert responses(df)["status"].tolist() == [403]
+
+
+def test_mixed_paste_with_bad_bytes_and_cut_lines():
+    df = parse_envoy_log(MIXED_FILE)
+    _check_frame(df)
+    assert df["format"].dropna().tolist() == ["envoy", "envoy", "envoy", "istio", "envoy"]
+    headers = _row(df, 4)
+    assert headers["message"].splitlines()[1:] == ["':authority', 'caf\u00e9.example'", "':path', '/\ufffd\ufffd'"]
+    assert headers["stream_id"] == 18446744073709551615
+    istio = _row(df, 9)
+    assert (istio["thread"], istio["connection_id"], istio["stream_id"]) == (22, 8, 42)
+    assert istio["message"] == "encoding headers via codec (end_stream=false):\n':status', '200'"
+    # prompts, tail's banner, the access-log lines and a line cut inside its source are rows of their own
+    orphans = df[df["level"].isna()]
+    assert orphans["line_no"].tolist() == [1, 2, 16, 17, 18, 19]
+    assert orphans["timestamp"].isna().all() and df.attrs["unparsed"] == 6
+    assert responses(df)[["connection_id", "status"]].values.tolist() == [[8, 200], [7, 403]]
+    assert rbac_decisions(df)["policy"].tolist() == ["ns[foo]-policy[deny-path-headers]-rule[0]"]
+
+
+def test_family_regexes_each_read_their_sample_line():
+    """The documented sample line of each family is read by that family's regex and no other."""
+    samples = {
+        "envoy": '[2026-11-26 06:10:01.123][7][debug][http] [source/common/http/conn_manager_impl.cc:393] '
+                 '[Tags: "ConnectionId":"5"] new stream',
+        "envoy-1.7": "[2018-06-20 10:42:08.410][17][debug][http] "
+                     "external/envoy/source/common/http/conn_manager_impl.cc:187] [C12] new stream",
+        "istio-1.4": "[Envoy (Epoch 0)] [2020-02-11 16:04:50.792][22][debug][filter] "
+                     "[external/envoy/source/original_dst.cc:18] original_dst: New connection accepted",
+        "istio": "2024-04-24T01:32:42.812279Z\tdebug\tenvoy rbac external/envoy/source/rbac_filter.cc:114"
+                 "\tchecking request\tthread=15",
+    }
+    for family, line in samples.items():
+        hits = [name for name, pattern in logparse.FAMILIES.items() if pattern.match("\n" + line)]
+        assert hits == [family]
+        assert parse_envoy_log(line)["format"].tolist() == [family]

@@ -1,37 +1,34 @@
 """Envoy debug logs into a DataFrame: :func:`parse_envoy_log`, one row per record.
 
-Formats read, also mixed in one file:
+Every log *family* Envoy and Istio print is one readable regular expression
+below (``ENVOY``, ``ENVOY_1_7``, ``ISTIO_1_4``, ``ISTIO``) or, for JSON, one
+table of keys (``JSON_KEYS``). The family is recognised per line, so files that
+mix them (Envoy writes its default format until the bootstrap names another,
+pasted tickets mix everything) are read as they are.
 
-* Envoy's default ``[%Y-%m-%d %T.%e][%t][%l][%n] [%g:%#] %v``, connection and
-  stream ids as ``[Tags: "ConnectionId":"5","StreamId":"..."]`` (1.3x and later)
-  or ``[C5][S...]`` (older releases);
-* Istio's ``%Y-%m-%dT%T.%fZ\\t%l\\tenvoy %n %g:%#\\t%v\\tthread=%t``;
-* JSON application logs (``application_log_config.log_format.json_format``),
-  one object a line, with keys such as ``timestamp``, ``thread``, ``level``,
-  ``logger``, ``source``, ``message``, ``ConnectionId``, ``StreamId``.
+Conventions, from how Envoy logs (DESIGN.md, "Log analysis contract"):
 
-Conventions, from how Envoy logs:
-
-* A *record* line carries the full header of its format. Other lines
-  *continue* the record before them (bracket and Istio formats; a JSON record
-  is one line) and are folded into its ``message``.
+* A *record* line carries the full header of its family. The lines after it
+  *continue* it (header dumps, multi-line messages) and are folded into its
+  ``message`` up to its last non-blank line. A JSON record is one line.
 * *Not records*, and not continuations either: lines before the first record,
   lines that start like some program's log line (``[2026-``, ``2026-11-26``,
-  ``{``) without a full Envoy header, and the lines that follow such a line.
-  They are kept as rows whose ``level`` (and ``timestamp``) is null, with the
-  raw line in ``message``; ``df.attrs["unparsed"]`` counts them. Blank lines
-  outside records are dropped.
-* Bad bytes are decoded with U+FFFD; nothing in the input raises.
+  ``{``, ``[Envoy``) without a full header (a line cut off, an access-log line,
+  Istio's pilot-agent), and the lines after such a line. Each is kept as a row
+  with a null ``timestamp`` and ``level`` and its raw text in ``message``;
+  ``df.attrs["unparsed"]`` counts them. Blank lines outside records are dropped.
+* Bad bytes are decoded as U+FFFD; nothing in the input raises.
 
-Why numpy: a debug log of a few minutes of traffic runs to millions of lines,
-and one regex per line in Python takes about 50 times as long as reading the
-file. So Envoy's default format, nearly every line in practice, is read from
-4 MiB blocks of bytes with a few array passes per field (fixed-width byte
-patterns, digits summed by dot products, each distinct thread/level/logger/source
-span checked once), no Python per line: about 10 times a bare read, five times
-faster than the regexes (``bench/bench_logs.py`` measures it). The other
-formats, and default-format lines the arrays cannot vouch for, take one regex
-or ``json.loads`` per record line and give the very same rows.
+How to read this file: the families section is the definition of every format.
+The regex path (``_slow_text``, ``_slow_json``) applies it one line at a time.
+Envoy's default format, nearly every line of a real debug log, is also read by
+a vectorised numpy path (``_default_headers``: fixed-width byte patterns, digits
+summed by dot products, each distinct thread/level/logger/source span checked
+once with ``_KEY``), because a regex per line from Python is about five times
+slower; lines it cannot vouch for fall through to the regexes, and
+``parse_envoy_log(..., fast=False)`` skips it (tests compare both frames).
+Blocks of a few MiB, cut where a log line starts, keep memory bounded;
+``_fold_continuations`` gives each record its continuation lines.
 
 Example:
     >>> df = parse_envoy_log("envoy.log")
@@ -52,10 +49,12 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-__all__ = ["COLUMNS", "Source", "parse_envoy_log"]
+__all__ = ["COLUMNS", "FAMILIES", "JSON_KEYS", "Source", "parse_envoy_log"]
 
-#: Columns of :func:`parse_envoy_log`, in order.
-COLUMNS = ("timestamp", "thread", "level", "logger", "source", "connection_id", "stream_id", "message", "line_no")
+#: Columns of :func:`parse_envoy_log`, in order. ``format`` names the family of each record (null for non-records).
+COLUMNS = (
+    "timestamp", "thread", "level", "logger", "source", "connection_id", "stream_id", "message", "line_no", "format",
+)
 
 #: What the parsers read: a path, log text, bytes or a file object.
 Source = Union[str, bytes, bytearray, memoryview, os.PathLike, BinaryIO, io.TextIOBase]
@@ -64,6 +63,102 @@ Source = Union[str, bytes, bytearray, memoryview, os.PathLike, BinaryIO, io.Text
 # this pandas gives plain strings, so empty and full frames agree.
 _TEXT = pd.Series(["x"]).dtype
 
+# ---------------------------------------------------------------- the families
+#
+# Each text family is one regex, written as commented pieces. Every one starts
+# with "\n" (blocks are searched with a newline put in front, so "\n" marks a
+# line start and gives the regex engine a literal to scan for) and has the same
+# named groups, so all families fill the same columns.
+
+# Connection and stream ids, printed right before the message, in either style Envoy used:
+_IDS = (
+    r"(?:"
+    # [Tags: "ConnectionId":"5","StreamId":"6"]
+    r'\[Tags:\ "ConnectionId":"(?P<tag_conn>\d+)"(?:,"StreamId":"(?P<tag_stream>\d+)")?\]\ ?'
+    r"|\[Tags:\ (?P<tags>[^\]\n]*)\]\ ?"  # [Tags: ...] with other tags or another order
+    r"|\[C(?P<conn>\d+)\](?:\[S(?P<stream>\d+)\])?\ ?"  # [C5][S6] (Envoy before 1.30) or [C5]
+    r")?"
+)
+_MESSAGE = r"(?P<message>.*)"  # the rest of the line; continuation lines are added later
+
+# Envoy's default "[%Y-%m-%d %T.%e][%t][%l][%n] [%g:%#] %v" (1.8 and later):
+# [2026-11-26 06:10:01.123][7][debug][http] [source/common/http/conn_manager_impl.cc:393] [Tags: "ConnectionId":"5"]
+#   new stream
+_BRACKETED_HEADER = (
+    r"\[(?P<timestamp>\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:\.\d{1,9})?)\]"  # [2026-11-26 06:10:01.123]
+    r"\[(?P<thread>\d+)\]"  # [7]
+    r"\[(?P<level>[a-z]+)\]"  # [debug]
+    r"\[(?P<logger>[\w.-]+)\]\ "  # [http]
+)
+ENVOY = re.compile(
+    r"\n" + _BRACKETED_HEADER
+    + r"\[(?P<source>[^\s\[\]]+:\d+)\]\ "  # [source/common/http/conn_manager_impl.cc:393]
+    + _IDS + _MESSAGE
+)
+
+# Envoy up to about 1.12 printed the source location inside the message, without its opening bracket:
+# [2018-06-20 10:42:08.410][17][debug][http] external/envoy/source/common/http/conn_manager_impl.cc:187] [C12]
+#   new stream
+# (Envoy 1.7 and older also printed each header of a dump as a record of its own: "[C1][S2]   ':path':'/'".)
+ENVOY_1_7 = re.compile(
+    r"\n" + _BRACKETED_HEADER
+    + r"(?P<source>[^\s\[\]]+:\d+)\]\ "  # external/envoy/source/common/http/conn_manager_impl.cc:187]
+    + _IDS + _MESSAGE
+)
+
+# Istio 1.4 put pilot-agent's epoch in front of Envoy's default line:
+# [Envoy (Epoch 0)] [2020-02-11 16:04:50.792][22][debug][filter] [external/envoy/source/.../original_dst.cc:18]
+#   original_dst: New connection accepted
+ISTIO_1_4 = re.compile(
+    r"\n\[Envoy\ \(Epoch\ \d+\)\]\ "  # [Envoy (Epoch 0)]
+    + _BRACKETED_HEADER
+    + r"\[(?P<source>[^\s\[\]]+:\d+)\]\ "  # [external/envoy/source/.../original_dst.cc:18]
+    + _IDS + _MESSAGE
+)
+
+# Istio's "%Y-%m-%dT%T.%fZ\t%l\tenvoy %n %g:%#\t%v\tthread=%t" (istio/istio pkg/envoy/proxy.go), also its
+# shorter older forms without the source location or "thread=", and all of them pasted with tabs turned to spaces:
+# 2024-04-24T01:32:42.812279Z\tdebug\tenvoy rbac external/envoy/.../rbac_filter.cc:114\tchecking request\tthread=15
+# 2021-08-03T06:46:35.297262Z debug   envoy filter    override with 3 ALPNs
+ISTIO = re.compile(
+    r"\n(?P<timestamp>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?)Z"  # 2024-04-24T01:32:42.812279Z
+    r"[\t\ ]+(?P<level>trace|debug|info|warning|warn|error|critical)"  # \tdebug
+    r"[\t\ ]+envoy\ (?P<logger>[\w.-]+)"  # \tenvoy rbac (Envoy's logger; Istio's own scopes have no "envoy ")
+    r"(?:[\t\ ]+(?P<source>[^\s\[\]]+\.[a-z]+:\d+))?"  # external/envoy/source/.../rbac_filter.cc:114
+    r"(?:[\t\ ]+|(?=\[)|(?=\n|$))"  # a tab (or spaces) before the message; pastes lose the tab before "[Tags"
+    + _IDS
+    + r"(?P<message>.*?)"  # the message, lazily: "thread=" may follow
+    r"(?:[\t\ ]+thread=(?P<thread>\d+))?[\t\ ]*(?=\n|$)"  # \tthread=15 (on the last line of a multi-line record)
+)
+
+#: The text families, name -> regex. Each line belongs to at most one: they differ in their first characters.
+FAMILIES: dict[str, re.Pattern] = {"envoy": ENVOY, "envoy-1.7": ENVOY_1_7, "istio-1.4": ISTIO_1_4, "istio": ISTIO}
+
+# Envoy's JSON application logs (application_log_config.log_format.json_format or a JSON --log-format) name
+# their keys as the user chose; Istio's --log_as_json uses
+# {"level":"%l","time":"%Y-%m-%dT%T.%fZ","scope":"envoy %n","msg":"%j","caller":"%g:%#","thread":%t}.
+# Each column is read from the first of these keys the object has (case-insensitive).
+JSON_KEYS = {
+    "timestamp": ("timestamp", "time", "ts", "@timestamp", "date"),
+    "level": ("level", "severity", "lvl"),
+    "logger": ("logger", "name", "component", "type", "logger_name", "scope"),
+    "thread": ("thread", "thread_id", "threadid", "tid"),
+    "source": ("source", "caller", "sourceline", "source_location", "file"),
+    "message": ("message", "msg", "log"),
+    "connection_id": ("connectionid", "connection_id"),
+    "stream_id": ("streamid", "stream_id"),
+}
+# A JSON line cut where a multi-line "%v" message broke it:
+# {"time": "...", "level": "debug", "message": "request headers
+_JSON_BROKEN = re.compile(r'\{(?P<head>.*?)"(?:message|msg|log)"\s*:\s*"(?P<message>.*)', re.IGNORECASE)
+_JSON_BROKEN_END = re.compile(r'"\s*\}\s*$')
+_JSON_PAIR = re.compile(r'"([\w@]+)"\s*:\s*(?:"((?:[^"\\]|\\.)*)"|(-?\d+))')
+
+# Where some program's log line may start: such a line ends the record above it.
+_ISTIO_THREAD = re.compile(r"[\t ]+thread=(\d+)[\t ]*$")
+_LEVELS = {"warn": "warning", "err": "error", "fatal": "critical", "crit": "critical"}
+
+
 # ---------------------------------------------------------------- input
 
 _BLOCK = 1 << 22  # bytes read at a time; a record never straddles two blocks
@@ -71,7 +166,7 @@ _PAD = 64  # slack around a block, so fixed-width windows never leave the array
 
 # Where some program's log line (or an Envoy header) may start: a record is
 # never split there and a continuation never runs past it.
-_LOG_LINE_START = rb"\[\d{4}-|\d{4}-\d\d-\d\d|\{"
+_LOG_LINE_START = rb"\[\d{4}-|\[Envoy \(|\d{4}-\d\d-\d\d|\{"
 _BOUNDARY = re.compile(rb"\n(?=" + _LOG_LINE_START + rb")")
 
 
@@ -80,22 +175,28 @@ def _is_existing_path(text: str) -> bool:
 
 
 class _ReadAdapter:
-    """``readinto`` over any object with ``read``; text is encoded as UTF-8."""
+    """``readinto`` and ``read`` over any object with ``read``; text is encoded as UTF-8."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
         self._pending = b""
 
+    def read(self, n: int = -1) -> bytes:
+        data = self._pending + _as_bytes(self._stream.read(n))
+        self._pending = b""
+        return data
+
     def readinto(self, target: memoryview) -> int:
         if not self._pending:
-            data = self._stream.read(len(target))
-            if isinstance(data, str):
-                data = data.encode("utf-8", "replace")
-            self._pending = bytes(data or b"")
+            self._pending = _as_bytes(self._stream.read(len(target)))
         n = min(len(target), len(self._pending))
         target[:n] = self._pending[:n]
         self._pending = self._pending[n:]
         return n
+
+
+def _as_bytes(data: Any) -> bytes:
+    return data.encode("utf-8", "replace") if isinstance(data, str) else bytes(data or b"")
 
 
 @contextlib.contextmanager
@@ -330,7 +431,8 @@ def _ids(data: np.ndarray, pos: np.ndarray, end: np.ndarray, closes: np.ndarray)
     ids, and the numbers are the digits right before a quote or bracket.
     """
     n = len(pos)
-    ids = _Ids(np.zeros(n, np.uint64), np.zeros(n, bool), np.zeros(n, np.uint64), np.zeros(n, bool), pos.copy(), np.ones(n, bool))
+    no_ids = np.zeros(n, np.uint64), np.zeros(n, bool), np.zeros(n, np.uint64), np.zeros(n, bool)
+    ids = _Ids(*no_ids, pos.copy(), np.ones(n, bool))
     k = np.searchsorted(closes, pos)
     first_close, second_close = closes[k], closes[k + 1]
     ids.ok[_at(data, pos, _ANY_TAGS)] = False  # other tags, or another order: the slow path reads them
@@ -358,7 +460,8 @@ def _ids(data: np.ndarray, pos: np.ndarray, end: np.ndarray, closes: np.ndarray)
         conn, count = _number_before(data, c_close)
         conn_ok = (count > 0) & (c_close - count == pos[rows] + 2) & (c_close < end[rows])
         stream, count = _number_before(data, s_close)
-        stream_ok = conn_ok & _at(data, c_close + 1, _OLD_STREAM) & (s_close - count == c_close + 3) & (s_close < end[rows])
+        stream_ok = conn_ok & _at(data, c_close + 1, _OLD_STREAM)
+        stream_ok &= (s_close - count == c_close + 3) & (s_close < end[rows])
         close = np.where(stream_ok, s_close, c_close)
         ids.connection[rows], ids.has_connection[rows] = conn, conn_ok
         ids.stream[rows], ids.has_stream[rows] = stream, stream_ok
@@ -390,19 +493,24 @@ def _default_headers(data: np.ndarray, start: np.ndarray, end: np.ndarray, close
     return _Default(ok & ids.ok, ns, start + 26, key_end, ids)
 
 
-_KEY = re.compile(r"(\d+)\]\[(\w+)\]\[([\w.\-]+)\] \[([^\]]*:\d+)")
-_TS_TEXT = rb"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?"
-_BRACKET = re.compile(rb"\[(" + _TS_TEXT + rb")\]\[(\d+)\]\[(\w+)\]\[([\w.\-]+)\] \[([^\]\n]*:\d+)\](?: |$)")
-_ISTIO = re.compile(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z?\t(\w+)\tenvoy ([\w.\-]+)(?: ([^\t\n]*:\d+))?\t")
-_IDS_TEXT = r'\[Tags: ([^\]\n]*)\] ?|\[C(\d+)\](?:\[S(\d+)\])? ?'
-_IDS_B = re.compile(_IDS_TEXT.encode())
-_IDS_S = re.compile(_IDS_TEXT)
+# The span the numpy path checks once per distinct value, "7][debug][http] [source/...cc:393": ENVOY's pieces.
+_KEY = re.compile(r"(\d+)\]\[([a-z]+)\]\[([\w.-]+)\]\ \[([^\s\[\]]+:\d+)")
+
+
+# ---------------------------------------------------------------- the regex path: one line at a time
+#
+# Every line the numpy path does not vouch for is read here, with the family
+# regexes above: the definition of each format, and the reference the numpy
+# path is tested against (tests/test_logs.py switches it off and compares).
+
 _TAG_PAIR = re.compile(r'"(\w+)":"?([^",]*)"?')
+_BRACKET_FAMILIES = ("envoy", "envoy-1.7", "istio-1.4")
 
 
 class _Slow(NamedTuple):
-    """One record line read by regex or json (the formats the numpy path does not cover)."""
+    """One record line read by a family regex or ``json.loads``."""
 
+    family: str
     timestamp: str
     thread: int | None
     level: str
@@ -410,77 +518,116 @@ class _Slow(NamedTuple):
     source: str | None
     connection: int | None
     stream: int | None
-    message_at: int  # byte offset of the message in the line; -1 for JSON
+    message_at: int  # byte offset of the message in the line; -1: ``message`` holds it all
     message: str | None  # JSON only: the whole message
-    istio: bool  # the thread is printed after the message
 
 
 def _to_uint(value: Any) -> int | None:
-    text = str(value).strip()
+    text = "" if value is None else str(value).strip()
     return int(text) if text.isascii() and text.isdigit() and int(text) < 2**64 else None  # not "²"
 
 
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "replace")  # a bad byte inside a header must not raise
+def _utf8(latin: str | None) -> str | None:
+    """A field matched in the Latin-1 view of a line, as the UTF-8 text it is (bad bytes as U+FFFD)."""
+    return None if latin is None else latin.encode("latin-1").decode("utf-8", "replace")
 
 
-def _ids_in(match: re.Match | None) -> tuple[int | None, int | None]:
-    if match is None:
-        return None, None
-    tags, conn, stream = (_text(g) if isinstance(g, bytes) else g for g in match.groups())
-    if tags is not None:
-        pairs = dict(_TAG_PAIR.findall(tags))
+def _ids_of(groups: dict[str, str | None]) -> tuple[int | None, int | None]:
+    """Connection and stream id from the ``_IDS`` groups of a match."""
+    if groups.get("tags") is not None:
+        pairs = dict(_TAG_PAIR.findall(groups["tags"]))
         return _to_uint(pairs.get("ConnectionId", "")), _to_uint(pairs.get("StreamId", ""))
-    return _to_uint(conn), (_to_uint(stream) if stream else None)
+    conn = groups.get("tag_conn") or groups.get("conn")
+    stream = groups.get("tag_stream") or groups.get("stream")
+    return (_to_uint(conn) if conn else None), (_to_uint(stream) if stream else None)
 
 
-def _slow_bracket_or_istio(line: bytes) -> _Slow | None:
-    m = _BRACKET.match(line)
-    if m:
-        ts, thread, level, logger, source = (_text(g) for g in m.groups())
-        istio = False
+def _slow_text(line: bytes) -> _Slow | None:
+    """A text-family record line (``[...`` or ``2024-...``), or None."""
+    # Latin-1 maps each byte to one character: match offsets are byte offsets, and no byte is "bad".
+    view = "\n" + line.decode("latin-1")
+    names = _BRACKET_FAMILIES if line[:1] == b"[" else ("istio",)
+    for family in names:
+        m = FAMILIES[family].match(view)
+        if m:
+            break
     else:
-        m = _ISTIO.match(line)
-        if not m:
-            return None
-        ts, level, logger, source = (_text(g) if g is not None else None for g in m.groups())
-        thread, istio = None, True
-    ids = _IDS_B.match(line, m.end())
-    conn, stream = _ids_in(ids)
-    at = ids.end() if ids and conn is not None else m.end()
-    return _Slow(ts, int(thread) if thread else None, level, logger, source, conn, stream, at, None, istio)
+        return None
+    g = m.groupdict()
+    conn, stream = _ids_of(g)
+    level = _LEVELS.get(g["level"], g["level"])
+    # Istio's thread follows the message, maybe on a later line: read from the folded record (_finish_istio).
+    thread = int(g["thread"]) if g["thread"] and family != "istio" else None
+    return _Slow(family, g["timestamp"], thread, level, _utf8(g["logger"]), _utf8(g["source"]), conn, stream,
+                 m.start("message") - 1, None)
+
+
+def _json_get(obj: dict, column: str) -> Any:
+    """The value of the first key of ``JSON_KEYS[column]`` the object has (any case), or None."""
+    for key in JSON_KEYS[column]:
+        value = obj.get(key)
+        if value is not None and value != "":
+            return value
+    return None
 
 
 def _slow_json(line: bytes) -> _Slow | None:
+    """A JSON application-log line, or None when it is no Envoy record (Istio's own scopes, say).
+
+    A line that is no valid JSON but opens like one and has a message key is read
+    too: a ``%v`` layout whose message broke the JSON (a quote, a header dump);
+    its message runs on over the lines after it, and its closing ``"}`` is dropped.
+    """
+    text = _utf8(line.decode("latin-1"))
+    broken_at = -1
     try:
-        obj = json.loads(_text(line))
+        obj = json.loads(text)
     except ValueError:
-        return None
+        m = _JSON_BROKEN.match(line.decode("latin-1"))
+        if not m:
+            return None
+        obj = {k: (s if s else n) for k, s, n in _JSON_PAIR.findall(_utf8(m["head"]))}
+        broken_at = m.start("message")
+        ids = re.compile(_IDS).match(m.string, broken_at)  # "[Tags: "ConnectionId":"5"] ..." opens the message
+        if ids and ids.end() > broken_at:
+            obj["connectionid"], obj["streamid"] = _ids_of(ids.groupdict())
+            broken_at = ids.end()
     if not isinstance(obj, dict):
         return None
-    ts, level, logger = obj.get("timestamp", obj.get("time")), obj.get("level"), obj.get("logger", obj.get("name"))
+    obj = {str(k).lower(): v for k, v in obj.items()}
+    ts, level, logger = _json_get(obj, "timestamp"), _json_get(obj, "level"), _json_get(obj, "logger")
+    family = "envoy-json"
+    if "scope" in obj and logger is obj["scope"]:  # Istio: Envoy's lines have scope "envoy <logger>"
+        family = "istio-json"
+        logger = logger[6:] if isinstance(logger, str) and logger.startswith("envoy ") else None
     if not all(isinstance(v, str) and v for v in (ts, level, logger)):
         return None
-    source = obj.get("source")
-    if source is None and obj.get("file") is not None:
-        source = f"{obj['file']}:{obj.get('line', '')}".rstrip(":")
-    message = str(obj.get("message", obj.get("msg", ""))).rstrip("\n")
-    conn, stream = _to_uint(obj.get("ConnectionId", "")), _to_uint(obj.get("StreamId", ""))
-    if conn is None and stream is None:
-        ids = _IDS_S.match(message)
-        conn, stream = _ids_in(ids)
-        if ids and conn is not None:
+    source = _json_get(obj, "source")
+    if source is not None and obj.get("line") is not None and ":" not in str(source):
+        source = f"{source}:{obj['line']}"
+    message = "" if broken_at >= 0 else str(_json_get(obj, "message") or "").rstrip("\n")
+    conn, stream = _to_uint(_json_get(obj, "connection_id")), _to_uint(_json_get(obj, "stream_id"))
+    if conn is None and stream is None and broken_at < 0:
+        ids = re.match(_IDS, message)  # ids printed at the start of the message, "[C5][S6] ..."
+        if ids and ids.end():
+            conn, stream = _ids_of(ids.groupdict())
             message = message[ids.end() :]
-    thread = _to_uint(obj.get("thread", ""))
-    return _Slow(ts, thread, level, logger, None if source is None else str(source), conn, stream, -1, message, False)
+    thread = _to_uint(_json_get(obj, "thread"))
+    level = _LEVELS.get(level.lower(), level.lower())
+    return _Slow(family, ts, thread, level, logger, None if source is None else str(source), conn, stream,
+                 broken_at, None if broken_at >= 0 else message)
 
 
 def _slow(line: bytes) -> _Slow | None:
     """The header of a line the numpy path did not read, or None when it is no record."""
-    return _slow_json(line) if line[:1] == b"{" else _slow_bracket_or_istio(line)
+    return _slow_json(line) if line[:1] == b"{" else _slow_text(line)
 
 
 # ---------------------------------------------------------------- per block
+
+#: The ``format`` names, in code order (code -1: no record).
+_FORMATS = ("envoy", "envoy-1.7", "istio-1.4", "istio", "envoy-json", "istio-json")
+_FORMAT_CODE = {name: code for code, name in enumerate(_FORMATS)}
 
 
 class _Headers:
@@ -512,19 +659,22 @@ class _Headers:
 _CONTINUATION, _OWNER, _SINGLE, _ORPHAN = 0, 1, 2, 3
 
 _BRACKET_START = _pattern("[0000-")
+_EPOCH_START = _pattern("[Envoy (")
 _DATE_START = _pattern("0000-00-00")
 
 
 def _starts_like_log_line(data: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(starts with ``[dddd-``, starts with ``[dddd-`` or ``dddd-dd-dd`` or ``{``)."""
+    """(starts with ``[dddd-``, starts like any log line: that, ``[Envoy (``, ``dddd-dd-dd`` or ``{``)."""
     first = data[s]
     bracket = np.zeros(len(s), bool)
+    epoch = np.zeros(len(s), bool)
     rows = np.flatnonzero(first == ord("["))
     bracket[rows] = _at(data, s[rows], _BRACKET_START)
+    epoch[rows] = _at(data, s[rows], _EPOCH_START)
     date = np.zeros(len(s), bool)
     rows = np.flatnonzero((first - np.uint8(48)) <= 9)
     date[rows] = _at(data, s[rows], _DATE_START)
-    return bracket, bracket | date | (first == ord("{"))
+    return bracket, bracket | epoch | date | (first == ord("{"))
 
 
 class _Block:
@@ -538,6 +688,7 @@ class _Block:
         self.starts[0], self.starts[1:] = _PAD, self.ends[:-1] + 1
         count = len(self.starts)
         self.kind = np.full(count, _CONTINUATION, np.int8)
+        self.format = np.full(count, -1, np.int8)  # code in _FORMATS
         self.ns = np.full(count, np.iinfo(np.int64).min, np.int64)  # NaT
         self.header = np.full(count, -1, np.int64)  # code in _Headers
         self.conn, self.has_conn = np.zeros(count, np.uint64), np.zeros(count, bool)
@@ -560,13 +711,14 @@ def _read_default_headers(block: _Block, lines: np.ndarray, headers: _Headers) -
     # Each distinct "thread][level][logger] [source" is checked and numbered once.
     codes = np.full(len(first), -1, np.int64)
     for i, row in enumerate(first.tolist()):
-        m = _KEY.fullmatch(_text(data[key_start[row] : key_end[row]].tobytes()))
+        m = _KEY.fullmatch(data[key_start[row] : key_end[row]].tobytes().decode("utf-8", "replace"))
         if m:
-            codes[i] = headers.number((int(m[1]), m[2], m[3], m[4]))
+            codes[i] = headers.number((int(m[1]), _LEVELS.get(m[2], m[2]), m[3], m[4]))
     code_of_line = codes[span_codes]
     read = code_of_line >= 0  # the rest fall through to the slow path
     lines, keep = lines[read], keep[read]
     block.kind[lines] = _OWNER
+    block.format[lines] = _FORMAT_CODE["envoy"]
     block.header[lines] = code_of_line[read]
     block.ns[lines] = d.ns[keep]
     block.conn[lines], block.has_conn[lines] = d.ids.connection[keep], d.ids.has_connection[keep]
@@ -587,15 +739,16 @@ def _read_other_headers(block: _Block, lines: np.ndarray, headers: _Headers) -> 
             continue
         found.append(i)
         stamps.append(rec.timestamp.rstrip("Z").replace(",", "."))
+        block.format[i] = _FORMAT_CODE[rec.family]
         block.has_conn[i], block.has_stream[i] = rec.connection is not None, rec.stream is not None
         block.conn[i], block.stream[i] = rec.connection or 0, rec.stream or 0
         if rec.message is not None:
             block.kind[i], block.message[i] = _SINGLE, rec.message
         else:
             block.kind[i], block.message_at[i] = _OWNER, block.starts[i] + rec.message_at
-        if rec.istio:
+        if rec.family in ("istio", "envoy-json", "istio-json"):
             istio.append((i, rec))
-        else:
+        if rec.family != "istio":
             block.header[i] = headers.number((rec.thread, rec.level, rec.logger, rec.source))
     if found:
         parsed = pd.to_datetime(pd.Series(stamps, dtype=object), format="ISO8601", errors="coerce", utc=True)
@@ -630,25 +783,29 @@ def _fold_continuations(block: _Block) -> np.ndarray:
     return orphan
 
 
-def _finish_istio(block: _Block, istio: list[tuple[int, _Slow]], headers: _Headers) -> None:
-    """Move Istio's trailing ``\tthread=N`` from the message into the header."""
-    for i, rec in istio:
-        head, sep, tail = block.message[i].rpartition("\tthread=")
-        thread = int(tail) if sep and tail.strip().isdigit() else None
-        if thread is not None:
-            block.message[i] = head.rstrip("\n")  # the thread follows the dump's blank line
-        block.header[i] = headers.number((thread, rec.level, rec.logger, rec.source))
+def _finish_slow(block: _Block, slow: list[tuple[int, _Slow]], headers: _Headers) -> None:
+    """Istio: move the trailing ``thread=N`` into the header. Broken JSON: drop the closing ``"}``."""
+    for i, rec in slow:
+        if rec.family == "istio":
+            m = _ISTIO_THREAD.search(block.message[i])
+            thread = int(m[1]) if m else None
+            if m:
+                block.message[i] = block.message[i][: m.start()].rstrip("\n")  # it may follow a dump's blank line
+            block.header[i] = headers.number((thread, rec.level, rec.logger, rec.source))
+        elif rec.message is None:
+            block.message[i] = _JSON_BROKEN_END.sub("", block.message[i]).rstrip("\n")
 
 
-def _parse_block(buf: np.ndarray, n: int, first_line: int, headers: _Headers) -> dict[str, Any]:
+def _parse_block(buf: np.ndarray, n: int, first_line: int, headers: _Headers, fast: bool = True) -> dict[str, Any]:
     """Rows (in line order) for the whole lines in ``buf[_PAD:_PAD + n]``."""
     block = _Block(buf, n)
     bracket, log_like = _starts_like_log_line(block.data, block.starts)
     block.kind[log_like] = _ORPHAN  # until a header is read
-    _read_default_headers(block, np.flatnonzero(bracket), headers)
-    istio = _read_other_headers(block, np.flatnonzero(log_like & (block.kind != _OWNER)), headers)
+    if fast:
+        _read_default_headers(block, np.flatnonzero(bracket), headers)
+    slow = _read_other_headers(block, np.flatnonzero(log_like & (block.kind != _OWNER)), headers)
     orphan = _fold_continuations(block)
-    _finish_istio(block, istio, headers)
+    _finish_slow(block, slow, headers)
     rows = np.flatnonzero((block.kind == _OWNER) | (block.kind == _SINGLE) | orphan)
     return {
         "ns": block.ns[rows],
@@ -658,6 +815,7 @@ def _parse_block(buf: np.ndarray, n: int, first_line: int, headers: _Headers) ->
         "stream": block.stream[rows],
         "has_stream": block.has_stream[rows],
         "message": block.message[rows],
+        "format": block.format[rows],
         "line_no": rows + first_line,
         "unparsed": int(np.count_nonzero(orphan)),
         "lines": len(block.starts),
@@ -680,25 +838,35 @@ def _decoder(body: np.ndarray):
 # The row arrays of _parse_block with no rows: an empty input takes the same path as any other.
 _NO_ROWS = {
     key: np.empty(0, dtype)
-    for key, dtype in [("ns", np.int64), ("header", np.int64), ("conn", np.uint64), ("has_conn", bool), ("stream", np.uint64), ("has_stream", bool), ("message", object), ("line_no", np.int64)]
+    for key, dtype in [
+        ("ns", np.int64), ("header", np.int64), ("conn", np.uint64), ("has_conn", bool), ("stream", np.uint64),
+        ("has_stream", bool), ("message", object), ("format", np.int8), ("line_no", np.int64),
+    ]
 }
 
 
-def parse_envoy_log(source: Source) -> pd.DataFrame:
+def parse_envoy_log(source: Source, *, fast: bool = True) -> pd.DataFrame:
     """Envoy debug-log records as a DataFrame, one row per record (see the module doc).
 
     source: a path (``str`` naming an existing file, or ``pathlib.Path``, which
         must exist), log text (any other ``str``), ``bytes``, or a text or
         binary file object.
 
-    Columns: ``timestamp`` (datetime64[ns], as printed), ``thread`` (Int64),
-    ``level``, ``logger``, ``source`` (file:line), ``connection_id`` and
+    fast: read Envoy's default format with the numpy path (False: the family
+        regexes read every line; the same frame, about five times slower).
+
+    Columns: ``timestamp`` (datetime64[ns], as printed; UTC where a JSON
+    line gives a zone), ``thread`` (Int64), ``level`` (Envoy's spelling:
+    ``warning``), ``logger``, ``source`` (file:line), ``connection_id`` and
     ``stream_id`` (UInt64), ``message`` (continuation lines joined with "\\n",
-    without the id prefix), ``line_no`` (1-based first line). Lines that are
-    no record have a null ``level``; ``df.attrs["unparsed"]`` counts them.
+    without the id prefix), ``line_no`` (1-based first line), ``format`` (the
+    family: ``envoy``, ``envoy-1.7``, ``istio-1.4``, ``istio``, ``envoy-json``,
+    ``istio-json``). Lines that are no record have a null ``level`` and
+    ``format``; ``df.attrs["unparsed"]`` counts them.
 
     Example:
-        >>> df = parse_envoy_log('[2026-11-26 06:10:01.123][7][debug][http] [source/common/http/conn_manager_impl.cc:393] [Tags: "ConnectionId":"5"] new stream')
+        >>> line = '[2026-11-26 06:10:01.123][7][debug][http] [source/common/http/conn_manager_impl.cc:393] '
+        >>> df = parse_envoy_log(line + '[Tags: "ConnectionId":"5"] new stream')
         >>> df.loc[0, "logger"], int(df.loc[0, "connection_id"]), df.loc[0, "message"]
         ('http', 5, 'new stream')
     """
@@ -706,7 +874,7 @@ def parse_envoy_log(source: Source) -> pd.DataFrame:
     parts, line, unparsed = [_NO_ROWS], 1, 0
     with _binary(source) as stream:
         for buf, n in _blocks(stream):
-            part = _parse_block(buf, n, line, headers)
+            part = _parse_block(buf, n, line, headers, fast)
             line += part["lines"]
             unparsed += part["unparsed"]
             parts.append(part)
@@ -726,6 +894,7 @@ def parse_envoy_log(source: Source) -> pd.DataFrame:
             "stream_id": pd.arrays.IntegerArray(joined("stream"), ~joined("has_stream")),
             "message": pd.array(joined("message"), dtype=_TEXT),
             "line_no": joined("line_no"),
+            "format": pd.array(np.array((*_FORMATS, None), dtype=object)[joined("format")], dtype=_TEXT),
         }
     )
     df.attrs["unparsed"] = unparsed

@@ -51,8 +51,11 @@ def _starting(messages: pd.Series, prefix: str) -> pd.Series:
 
 
 def _last_per_thread(records: pd.DataFrame, column: str, where: pd.Series) -> pd.Series:
-    """For each record, ``column`` of the latest record up to it, on its thread, where ``where`` holds."""
-    return records[column].where(where).groupby(records["thread"]).ffill()
+    """For each record, ``column`` of the latest record up to it, on its thread, where ``where`` holds.
+
+    Records of a format that prints no thread (Istio's shorter forms) count as one thread.
+    """
+    return records[column].where(where).groupby(records["thread"].fillna(-1)).ffill()
 
 
 _VERDICT = r"^(?P<mode>shadow|enforced) (?P<verdict>allowed|denied)(?:, matched policy (?P<policy>.+))?$"
@@ -96,13 +99,17 @@ def rbac_decisions(df: pd.DataFrame) -> pd.DataFrame:
     last_stream_conn = _last_per_thread(records, "connection_id", stream_seen)
     last_conn = _last_per_thread(records, "connection_id", records["connection_id"].notna())
     is_rbac = records["logger"].eq("rbac").fillna(False).astype(bool)
-    checking = is_rbac & _starting(records["message"], "checking connection")
+    checking = is_rbac & _starting(records["message"], "checking ")
     last_check = _last_per_thread(records, "line_no", checking)
     peers = {line: _rbac_peer(text) for line, text in zip(records["line_no"][checking], records["message"][checking])}
 
     verdict = records["message"].where(is_rbac).str.extract(_VERDICT)
     rows = verdict["mode"].notna()
-    network = records["source"].str.contains("network/rbac", regex=False).fillna(False).astype(bool)
+    # The network filter by its source file; where the format prints none, by the thread's last "checking ..." line.
+    checked_connection = _last_per_thread(records, "message", checking).str.startswith("checking connection")
+    by_source = records["source"].str.contains("network/rbac", regex=False).fillna(False).astype(bool)
+    by_check = checked_connection.fillna(False).astype(bool)
+    network = by_source.where(records["source"].notna(), by_check)
     out = pd.DataFrame(
         {
             "connection_id": last_stream_conn.where(~network, last_conn)[rows].astype("UInt64"),
@@ -149,6 +156,31 @@ def _match_network_peers(verdicts: pd.DataFrame, records: pd.DataFrame, peer: li
     return verdicts
 
 
+_STATUS = r"':status'(?:, |:)'(\d+)'"  # "':status', '200'" in a dump; Envoy 1.7 printed "  ':status':'200'"
+
+
+def _status_records(records: pd.DataFrame, sent: pd.DataFrame) -> pd.Series:
+    """Status of each ``sent`` row from the header records after it (Envoy 1.7 logged each header alone).
+
+    The header record must be the next ``:status`` on the same thread and stream: an async
+    client's side-stream prints its own ``':status'`` records, without a stream id.
+    """
+    header = records["message"].str.extract(r"^\s*" + _STATUS, expand=False)
+    headers = records[header.notna() & records["stream_id"].notna()]
+    wanted = sent[sent["stream_id"].notna()]
+    if headers.empty or wanted.empty:
+        return pd.Series(None, index=sent.index, dtype=object)
+    keys = ["thread", "stream_id"]
+    left = pd.DataFrame({"row": wanted.index, "line_no": wanted["line_no"].to_numpy()})
+    right = pd.DataFrame({"line_no": headers["line_no"].to_numpy(), "status": header[headers.index].to_numpy()})
+    for key in keys:  # as text: stream ids above 2**53 must not meet as floats
+        left[key] = wanted[key].astype(str).to_numpy()
+        right[key] = headers[key].astype(str).to_numpy()
+    found = pd.merge_asof(left.sort_values("line_no"), right.sort_values("line_no"), on="line_no", by=keys,
+                          direction="forward", allow_exact_matches=False)
+    return found.set_index("row")["status"].reindex(sent.index)
+
+
 def responses(df: pd.DataFrame) -> pd.DataFrame:
     """One row per response the proxy encoded downstream (``encoding headers via codec``).
 
@@ -166,7 +198,8 @@ def responses(df: pd.DataFrame) -> pd.DataFrame:
     """
     records = _records(df)
     sent = records[_starting(records["message"], "encoding headers via codec")]
-    status = sent["message"].str.extract(r"':status', '(\d+)'", expand=False)
+    status = sent["message"].str.extract(_STATUS, expand=False)
+    status = status.fillna(_status_records(records, sent))
     return pd.DataFrame(
         {
             "connection_id": sent["connection_id"],
@@ -338,12 +371,8 @@ _ACCESS_INTS = ("response_code", "duration_ms", "bytes_received", "bytes_sent")
 def _read_all(source: Source) -> bytes:
     chunks = []
     with _binary(source) as stream:
-        buf = bytearray(1 << 20)
-        while True:
-            got = stream.readinto(memoryview(buf))
-            if not got:
-                break
-            chunks.append(bytes(buf[:got]))
+        while chunk := stream.read(1 << 20):
+            chunks.append(chunk)
     return b"".join(chunks)
 
 
