@@ -35,7 +35,8 @@ def pair_differences(md: Path, ipynb: Path) -> list[str]:
         found.append(f"{md.name} has {len(a.cells)} cells, {ipynb.name} {len(b.cells)}")
     for i, (x, y) in enumerate(zip(a.cells, b.cells)):
         if (x.cell_type, x.source, tags(x)) != (y.cell_type, y.source, tags(y)):
-            found.append(f"cell {i}: {x.cell_type} {x.source[:60]!r} {tags(x)} != {y.cell_type} {y.source[:60]!r} {tags(y)}")
+            found.append(f"cell {i}: {x.cell_type} {x.source[:60]!r} {tags(x)}"
+                         f" != {y.cell_type} {y.source[:60]!r} {tags(y)}")
     return found
 
 
@@ -58,8 +59,9 @@ def steps(nb) -> list[tuple[str, list]]:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_notebook_has_no_outputs(path):
     nb = nbformat.read(path, as_version=4)
-    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
-    assert not dirty, f"{path.name}: cells {dirty} hold outputs or execution counts; clear them (jupyter nbconvert --clear-output)"
+    dirty = [i for i, c in enumerate(nb.cells)
+             if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
+    assert not dirty, f"{path.name}: cells {dirty} hold outputs or execution counts; clear them before committing"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -67,9 +69,11 @@ def test_notebook_and_its_myst_source_are_in_sync(path):
     md = path.with_suffix(".md")
     assert md.is_file(), f"{md.name} is missing: notebooks are authored in MyST (jupytext --set-formats ipynb,md:myst)"
     text = md.read_text()
-    assert "formats: ipynb,md:myst" in text and "format_name: myst" in text, f"{md.name} lacks its jupytext pairing header"
+    assert "formats: ipynb,md:myst" in text and "format_name: myst" in text, \
+        f"{md.name} lacks its jupytext pairing header"
     differences = pair_differences(md, path)
-    assert not differences, f"{md.name} and {path.name} differ; run jupytext --sync notebooks/*.md:\n" + "\n".join(differences)
+    assert not differences, \
+        f"{md.name} and {path.name} differ; run jupytext --sync notebooks/*.md:\n" + "\n".join(differences)
 
 
 def test_a_pair_that_differs_is_found(tmp_path):
@@ -104,8 +108,8 @@ def test_notebook_shape(path):
     assert "tutorial.open(TARGET, KEY_FILE, KNOWN_HOSTS, SETTINGS_FILE)" in setup[0].source
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code.index(setup[0]) == code.index(params[0]) + 1, "the setup cell comes right after the parameters"
-    opened_elsewhere = [c.source.splitlines()[0] for c in code if c is not setup[0]
-                        and re.search(r"tutorial\.open\(|targets\.connect\(|load_settings\(|^\s*(import|from) ", c.source, re.M)]
+    opening = re.compile(r"tutorial\.open\(|targets\.connect\(|load_settings\(|^\s*(import|from) ", re.MULTILINE)
+    opened_elsewhere = [c.source.splitlines()[0] for c in code if c is not setup[0] and opening.search(c.source)]
     assert not opened_elsewhere, f"{path.name}: imports or connections outside the setup cell: {opened_elsewhere}"
     found = steps(nb)
     numbers = [int(h.split()[2].rstrip(":")) for h, _ in found]
@@ -140,8 +144,7 @@ def test_parameters_are_injected_papermill_style():
     source = report.parameters_source("admin@203.0.113.10:22", "key.pem", None, known_hosts="pinned_hosts")
     i = report.inject_parameters(nb, source)
     assert "parameters" in nb.cells[i].metadata["tags"]
-    assigned = {}
-    exec(nb.cells[i].source, {}, assigned)
+    assigned = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(nb.cells[i].source).body}
     assert assigned == {"TARGET": "admin@203.0.113.10:22", "KEY_FILE": str(Path("key.pem").resolve()),
                         "KNOWN_HOSTS": str(Path("pinned_hosts").resolve()), "SETTINGS_FILE": None}
     assert set(assigned) == PARAMETERS
@@ -180,7 +183,7 @@ def test_run_all_against_the_lab(lab_info, tmp_path, capfd):
     index = (out / "index.html").read_text() if (out / "index.html").is_file() else ""
     assert code == 0, f"run_all failed; {out / 'index.html'}:\n{index}"
     err = capfd.readouterr().err
-    assert not warning_lines(err), f"tproxy-nb run printed warnings:\n" + "\n".join(warning_lines(err))
+    assert not warning_lines(err), "tproxy-nb run printed warnings:\n" + "\n".join(warning_lines(err))
     assert "tproxy_nb" in index and "envoy" in index
     # The index repeats the four outcomes, so a write-up can link one page.
     assert "The four requests" in index and "reset" in index and "denied" in index
@@ -194,7 +197,8 @@ def test_run_all_against_the_lab(lab_info, tmp_path, capfd):
             last = [c for c in cells if c.cell_type == "code"][-1]
             assert "verify" in tags(last), f"{name}: {heading!r} does not end in a verification"
             shown = [o for o in last.get("outputs", []) if o.get("output_type") == "execute_result"]
-            assert last.get("execution_count") and shown and shown[0]["data"]["text/plain"].lstrip("f'\"").startswith("✓"), \
+            said = shown[0]["data"]["text/plain"].lstrip("f'\"") if shown else ""
+            assert last.get("execution_count") and said.startswith("✓"), \
                 f"{name}: the verification of {heading!r} did not run or showed nothing: {last.get('outputs')}"
     testing = nbformat.read(out / "04_testing.ipynb", as_version=4)
     table = [c for c in testing.cells if "outcome-table" in c.metadata.get("tags", [])]
@@ -214,7 +218,8 @@ def warning_lines(stderr: str) -> list[str]:
 
 def _tiny_notebook(path: Path, *sources: str) -> Path:
     params = 'TARGET = "lab"\nKEY_FILE = None\nKNOWN_HOSTS = None\nSETTINGS_FILE = None'
-    cells = [nbformat.v4.new_markdown_cell("# tiny"), nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]})]
+    cells = [nbformat.v4.new_markdown_cell("# tiny"),
+             nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]})]
     cells += [nbformat.v4.new_code_cell(src) for src in sources]
     nb = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
     nbformat.write(nb, path)

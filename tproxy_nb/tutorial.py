@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -44,7 +45,7 @@ class Tutorial:
 
 
 def open(target: str | None = "lab", key_file: str | os.PathLike | None = None,
-         known_hosts: str | os.PathLike | None = None, settings_file: str | os.PathLike | None = None) -> Tutorial:
+         known_hosts: str | os.PathLike | None = None, settings_file: str | Path | None = None) -> Tutorial:
     """Open the tutorial on ``target``: settings, host and rollback guard.
 
     target: ``"lab"`` (brought up when needed) or ``"user@host[:port]"``.
@@ -93,7 +94,8 @@ def table(df: pd.DataFrame, fill: str = ""):
     Example: ``table(pd.DataFrame({"a": [1, None]}))`` shows one column ``a`` with ``1`` and an empty cell.
     """
     shown = df.astype(object).where(df.notna(), fill)
-    return shown.style.hide(axis="index")
+    # Three decimals: seconds to the millisecond, not pandas' six.
+    return shown.style.hide(axis="index").format(precision=3)
 
 
 def plan_summary(plans) -> pd.DataFrame:

@@ -107,7 +107,8 @@ def inject_parameters(nb: nbformat.NotebookNode, source: str) -> int:
     """
     tagged = [i for i, c in enumerate(nb.cells) if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])]
     if len(tagged) != 1:
-        raise ReportError(f"A notebook must have exactly one cell tagged {PARAMETERS_TAG!r}; found {len(tagged)}. Tag it in notebooks/<name>.md and run jupytext --sync.")
+        raise ReportError(f"A notebook must have exactly one cell tagged {PARAMETERS_TAG!r}; found {len(tagged)}. "
+                          "Tag it in notebooks/<name>.md and run jupytext --sync notebooks/*.md.")
     nb.cells[tagged[0]].source = source
     return tagged[0]
 
@@ -201,10 +202,14 @@ def execute_notebook(path: Path, params: str, out_dir: Path, progress: bool = Tr
 
     Never raises for a failing cell: the result says which cell failed and what is written is what ran.
     """
+    from jupyter_client.kernelspec import NoSuchKernel
     from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
-    from jupyter_client.kernelspec import NoSuchKernel
+    from nbclient.exceptions import (
+        CellExecutionError,
+        CellTimeoutError,
+        DeadKernelError,
+    )
     from tqdm.auto import tqdm
 
     run = NotebookRun(path.stem)
@@ -358,7 +363,8 @@ def run_all(target: str = "lab", key_file: str | None = None, settings_file: str
         raise ReportError(f"Cannot create the report directory {out}: {e}.") from None
     missing = [n for n in NOTEBOOKS if not (NOTEBOOK_DIR / f"{n}.ipynb").is_file()]
     if missing:
-        raise ReportError(f"{NOTEBOOK_DIR} lacks {', '.join(missing)}; run jupytext --sync notebooks/*.md in a checkout.")
+        raise ReportError(f"{NOTEBOOK_DIR} lacks {', '.join(missing)}; "
+                          "run jupytext --sync notebooks/*.md in a checkout.")
     if is_lab(target):
         from .. import lab
 
