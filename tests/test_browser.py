@@ -155,7 +155,7 @@ def test_notebook_renders_with_title_and_cells(browser, jupyter, name):
 
 @pytest.mark.timeout(300)
 def test_running_the_first_cells_of_04_shows_output(browser, jupyter):
-    """Run the parameters cell (no output) and the next, which displays tproxy_nb's version."""
+    """Run the parameters cell (no output) and the setup cell, whose environment table names tproxy_nb's version."""
     nb = _open(browser, jupyter, "04_testing")
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     first, second = code[0], code[1]

@@ -1,70 +1,125 @@
-"""The committed notebooks: clean, generated, well-formed; and (lab) the whole tutorial run headless."""
+"""The notebooks: each MyST source in sync with its committed .ipynb, the shape every notebook keeps,
+and (lab) the whole tutorial run headless, every step's verification run and shown."""
 
 from __future__ import annotations
 
-import importlib.util
+import ast
 import json
+import re
+import shutil
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
 
+from tproxy_nb import cli
 from tproxy_nb.present import report
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = [REPO / "notebooks" / f"{name}.ipynb" for name in report.NOTEBOOKS]
+PARAMETERS = {"TARGET", "KEY_FILE", "KNOWN_HOSTS", "SETTINGS_FILE"}
+#: What notebook N catches up on before it starts: the stage of chain.up the notebooks before it reached.
+CATCH_UP = {"01_setup": None, "02_iptables": "provision", "03_envoy": "firewall", "04_testing": "envoys"}
 
 
-def _generator():
-    """scripts/make_notebooks.py as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("make_notebooks", REPO / "scripts" / "make_notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def tags(cell) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
 
 
-@pytest.fixture(scope="module")
-def generator():
-    return _generator()
+def pair_differences(md: Path, ipynb: Path) -> list[str]:
+    """How the two files of a jupytext pair differ, cell by cell (type, source, tags); empty when in sync."""
+    a, b = jupytext.read(md), jupytext.read(ipynb)
+    found = []
+    if len(a.cells) != len(b.cells):
+        found.append(f"{md.name} has {len(a.cells)} cells, {ipynb.name} {len(b.cells)}")
+    for i, (x, y) in enumerate(zip(a.cells, b.cells)):
+        if (x.cell_type, x.source, tags(x)) != (y.cell_type, y.source, tags(y)):
+            found.append(f"cell {i}: {x.cell_type} {x.source[:60]!r} {tags(x)}"
+                         f" != {y.cell_type} {y.source[:60]!r} {tags(y)}")
+    return found
+
+
+def sections(nb) -> list[tuple[str, list]]:
+    """``(heading, cells)`` for each ``## `` section, in order (a ``###`` stays inside its section)."""
+    found: list[tuple[str, list]] = []
+    for cell in nb.cells:
+        first = cell.source.splitlines()[0] if cell.source else ""
+        if cell.cell_type == "markdown" and first.startswith("## "):
+            found.append((first, []))
+        elif found:
+            found[-1][1].append(cell)
+    return found
+
+
+def steps(nb) -> list[tuple[str, list]]:
+    return [(h, cells) for h, cells in sections(nb) if h.startswith("## Step ")]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_notebook_has_no_outputs(path):
     nb = nbformat.read(path, as_version=4)
-    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
-    assert not dirty, f"{path.name}: cells {dirty} hold outputs or execution counts; regenerate with scripts/make_notebooks.py"
-
-
-def test_committed_notebooks_are_what_the_script_generates(generator):
-    built = generator.build_all()
-    assert sorted(built) == sorted(p.name for p in NOTEBOOKS)
-    stale = [name for name, nb in built.items() if (REPO / "notebooks" / name).read_text() != generator.serialize(nb)]
-    assert not stale, f"{stale} differ from scripts/make_notebooks.py; run python scripts/make_notebooks.py"
-
-
-def test_generator_check_mode_agrees(generator, tmp_path):
-    assert generator.main(["--out", str(tmp_path)]) == 0
-    assert generator.main(["--check", "--out", str(tmp_path)]) == 0
-    (tmp_path / "02_iptables.ipynb").write_text("{}")
-    assert generator.main(["--check", "--out", str(tmp_path)]) == 1
+    dirty = [i for i, c in enumerate(nb.cells)
+             if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
+    assert not dirty, f"{path.name}: cells {dirty} hold outputs or execution counts; clear them before committing"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_structure(path):
+def test_notebook_and_its_myst_source_are_in_sync(path):
+    md = path.with_suffix(".md")
+    assert md.is_file(), f"{md.name} is missing: notebooks are authored in MyST (jupytext --set-formats ipynb,md:myst)"
+    text = md.read_text()
+    assert "formats: ipynb,md:myst" in text and "format_name: myst" in text, \
+        f"{md.name} lacks its jupytext pairing header"
+    differences = pair_differences(md, path)
+    assert not differences, \
+        f"{md.name} and {path.name} differ; run jupytext --sync notebooks/*.md:\n" + "\n".join(differences)
+
+
+def test_a_pair_that_differs_is_found(tmp_path):
+    """The sync check sees one edited line in the Markdown, and a cell that lost its tag."""
+    md, ipynb = REPO / "notebooks" / "02_iptables.md", REPO / "notebooks" / "02_iptables.ipynb"
+    shutil.copy(ipynb, tmp_path / ipynb.name)
+    edited = tmp_path / md.name
+    edited.write_text(md.read_text().replace("print(hook.line)", "hook.line", 1))
+    assert any("print(hook.line)" in d for d in pair_differences(edited, tmp_path / ipynb.name))
+    untagged = tmp_path / "untagged.md"
+    untagged.write_text(md.read_text().replace(":tags: [verify]\n", "", 1))
+    assert any("['verify']" in d for d in pair_differences(untagged, tmp_path / ipynb.name))
+    shutil.copy(md, tmp_path / "same.md")
+    assert pair_differences(tmp_path / "same.md", tmp_path / ipynb.name) == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_shape(path):
+    """Title and what you will learn; parameters; one setup cell; Step N sections each ending in a
+    verification; clean-up; links to the other notebooks."""
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     assert nb.metadata["kernelspec"]["name"] == "python3"
-    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(tagged) == 1, f"{path.name}: {len(tagged)} parameters cells"
-    assert tagged[0].cell_type == "code"
-    for name in ("TARGET", "KEY_FILE", "SETTINGS_FILE"):
-        assert f"{name} = " in tagged[0].source
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), "the first cell is the title"
     assert "What you will learn" in nb.cells[0].source
-    headings = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown" and c.source]
-    assert "## Clean-up" in headings, f"{path.name} has no clean-up section"
-    steps = [h for h in headings if h.startswith("## Step ")]
-    assert steps and [int(h.split()[2].rstrip(":")) for h in steps] == list(range(1, len(steps) + 1)), steps
+    params = [c for c in nb.cells if "parameters" in tags(c)]
+    assert len(params) == 1 and params[0].cell_type == "code", f"{path.name}: {len(params)} parameters cells"
+    assigned = {t.id for node in ast.parse(params[0].source).body if isinstance(node, ast.Assign) for t in node.targets}
+    assert assigned == PARAMETERS, f"{path.name}: the parameters cell sets {sorted(assigned)}"
+    setup = [c for c in nb.cells if "setup" in tags(c)]
+    assert len(setup) == 1, f"{path.name}: {len(setup)} cells tagged setup"
+    assert "tutorial.open(TARGET, KEY_FILE, KNOWN_HOSTS, SETTINGS_FILE)" in setup[0].source
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code.index(setup[0]) == code.index(params[0]) + 1, "the setup cell comes right after the parameters"
+    opening = re.compile(r"tutorial\.open\(|targets\.connect\(|load_settings\(|^\s*(import|from) ", re.MULTILINE)
+    opened_elsewhere = [c.source.splitlines()[0] for c in code if c is not setup[0] and opening.search(c.source)]
+    assert not opened_elsewhere, f"{path.name}: imports or connections outside the setup cell: {opened_elsewhere}"
+    found = steps(nb)
+    numbers = [int(h.split()[2].rstrip(":")) for h, _ in found]
+    assert numbers and numbers == list(range(1, len(found) + 1)), [h for h, _ in found]
+    for heading, cells in found:
+        last = [c for c in cells if c.cell_type == "code"][-1:]
+        assert last and "verify" in tags(last[0]), f"{path.name}: {heading!r} does not end in a cell tagged verify"
+    headings = [h for h, _ in sections(nb)]
+    assert "## Clean-up" in headings and headings.index("## Clean-up") > headings.index(found[-1][0]), \
+        f"{path.name} has no clean-up section after its steps"
     links = " ".join(c.source for c in nb.cells if c.cell_type == "markdown")
     for other in NOTEBOOKS:
         if other != path:
@@ -72,28 +127,27 @@ def test_notebook_structure(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_every_step_is_verified(path):
-    """Each 'Step N' section contains at least one code cell that asserts."""
+def test_catching_up_is_one_call_to_chain_up(path):
+    """A notebook run on its own first does what the ones before it did, with chain.up and nothing else."""
     nb = nbformat.read(path, as_version=4)
-    sections: dict[str, list[str]] = {}
-    current = None
-    for c in nb.cells:
-        if c.cell_type == "markdown" and c.source.startswith("## "):
-            current = c.source.splitlines()[0] if c.source.startswith("## Step ") else None
-            if current:
-                sections[current] = []
-        elif current and c.cell_type == "code":
-            sections[current].append(c.source)
-    unverified = [s for s, cells in sections.items() if not any("assert " in src for src in cells)]
-    assert not unverified, f"{path.name}: no assert in {unverified}"
+    calls = [c.source for c in nb.cells if c.cell_type == "code" and "chain.up(" in c.source]
+    stage = CATCH_UP[path.stem]
+    if stage is None:
+        assert not calls, f"{path.name} is the first notebook: it has nothing to catch up on"
+        return
+    assert len(calls) == 1, f"{path.name}: {len(calls)} cells call chain.up"
+    assert f'through="{stage}"' in calls[0] and "guard_seconds=GUARD" in calls[0], calls[0]
 
 
 def test_parameters_are_injected_papermill_style():
     nb = nbformat.read(NOTEBOOKS[0], as_version=4)
-    i = report.inject_parameters(nb, report.parameters_source("admin@203.0.113.10:22", "key.pem", None))
+    source = report.parameters_source("admin@203.0.113.10:22", "key.pem", None, known_hosts="pinned_hosts")
+    i = report.inject_parameters(nb, source)
     assert "parameters" in nb.cells[i].metadata["tags"]
-    assert "TARGET = 'admin@203.0.113.10:22'" in nb.cells[i].source
-    assert f"KEY_FILE = {str(Path('key.pem').resolve())!r}" in nb.cells[i].source
+    assigned = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(nb.cells[i].source).body}
+    assert assigned == {"TARGET": "admin@203.0.113.10:22", "KEY_FILE": str(Path("key.pem").resolve()),
+                        "KNOWN_HOSTS": str(Path("pinned_hosts").resolve()), "SETTINGS_FILE": None}
+    assert set(assigned) == PARAMETERS
 
 
 def test_secret_outputs_are_found_and_scrubbed():
@@ -121,12 +175,15 @@ def _html_column(cell, column: str) -> list[str]:
 
 @pytest.mark.lab
 @pytest.mark.timeout(1800)
-def test_run_all_against_the_lab(lab_info, tmp_path):
-    """Slow (minutes): every notebook executed headless into a report, as `tproxy-nb run` does."""
+def test_run_all_against_the_lab(lab_info, tmp_path, capfd):
+    """Slow (minutes): every notebook executed headless into a report, as `tproxy-nb run` does; every
+    step's verification ran and said what it checked; the run's stderr carries no warning."""
     out = tmp_path / "report"
     code = report.run_all("lab", out_dir=out, progress=False)
     index = (out / "index.html").read_text() if (out / "index.html").is_file() else ""
     assert code == 0, f"run_all failed; {out / 'index.html'}:\n{index}"
+    err = capfd.readouterr().err
+    assert not warning_lines(err), "tproxy-nb run printed warnings:\n" + "\n".join(warning_lines(err))
     assert "tproxy_nb" in index and "envoy" in index
     # The index repeats the four outcomes, so a write-up can link one page.
     assert "The four requests" in index and "reset" in index and "denied" in index
@@ -136,6 +193,13 @@ def test_run_all_against_the_lab(lab_info, tmp_path):
         assert not report.error_outputs(nb), f"{name}: {report.error_outputs(nb)}"
         assert not report.secret_cells(nb), f"{name}: private key in outputs"
         assert f'href="{name}.html"' in index
+        for heading, cells in steps(nb):
+            last = [c for c in cells if c.cell_type == "code"][-1]
+            assert "verify" in tags(last), f"{name}: {heading!r} does not end in a verification"
+            shown = [o for o in last.get("outputs", []) if o.get("output_type") == "execute_result"]
+            said = shown[0]["data"]["text/plain"].lstrip("f'\"") if shown else ""
+            assert last.get("execution_count") and said.startswith("✓"), \
+                f"{name}: the verification of {heading!r} did not run or showed nothing: {last.get('outputs')}"
     testing = nbformat.read(out / "04_testing.ipynb", as_version=4)
     table = [c for c in testing.cells if "outcome-table" in c.metadata.get("tags", [])]
     assert len(table) == 1
@@ -147,9 +211,15 @@ def test_run_all_against_the_lab(lab_info, tmp_path):
 # --------------------------------------------------------------------------- report.run_all without a host
 
 
+def warning_lines(stderr: str) -> list[str]:
+    """Lines of a run's stderr that warn (a kernel's transport warning, a Python warning)."""
+    return [line for line in stderr.replace("\r", "\n").splitlines() if "warning" in line.lower()]
+
+
 def _tiny_notebook(path: Path, *sources: str) -> Path:
+    params = 'TARGET = "lab"\nKEY_FILE = None\nKNOWN_HOSTS = None\nSETTINGS_FILE = None'
     cells = [nbformat.v4.new_markdown_cell("# tiny"),
-             nbformat.v4.new_code_cell('TARGET = "lab"\nKEY_FILE = None\nSETTINGS_FILE = None', metadata={"tags": ["parameters"]})]
+             nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]})]
     cells += [nbformat.v4.new_code_cell(src) for src in sources]
     nb = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
     nbformat.write(nb, path)
@@ -157,7 +227,7 @@ def _tiny_notebook(path: Path, *sources: str) -> Path:
 
 
 @pytest.mark.timeout(180)
-def test_run_all_names_the_failing_cell_and_writes_what_ran(tmp_path, monkeypatch, capsys):
+def test_run_all_names_the_failing_cell_and_writes_what_ran(tmp_path, monkeypatch, capfd):
     src = tmp_path / "nbs"
     src.mkdir()
     _tiny_notebook(src / "a.ipynb", "TARGET")
@@ -169,7 +239,9 @@ def test_run_all_names_the_failing_cell_and_writes_what_ran(tmp_path, monkeypatc
     # A non-lab target: run_all must not touch the lab (the notebooks never connect).
     code = report.run_all("admin@203.0.113.10", out_dir=out, progress=False)
     assert code == 1
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
+    # The kernels' own stderr reaches ours: none of them may warn (ipykernel does about a TCP transport).
+    assert not warning_lines(err), warning_lines(err)
     assert "b.ipynb, cell 3 (\"assert x == 2, 'x is not two'\")" in err, err
     assert "AssertionError: x is not two" in err
     index = (out / "index.html").read_text()
@@ -189,3 +261,55 @@ def test_a_printed_private_key_fails_the_notebook_and_is_removed(tmp_path):
     assert run.status == "failed" and run.failed_cell == 2 and "private-key" in run.error
     assert "PRIVATE KEY" not in (tmp_path / "out" / "leak.ipynb").read_text()
     assert "PRIVATE KEY" not in (tmp_path / "out" / "leak.html").read_text()
+
+
+@pytest.mark.timeout(120)
+def test_tproxy_nb_run_hands_known_hosts_to_the_notebooks(tmp_path, monkeypatch):
+    """`tproxy-nb run --known-hosts FILE` reaches the notebooks as KNOWN_HOSTS (absolute), with the key file."""
+    src = tmp_path / "nbs"
+    src.mkdir()
+    _tiny_notebook(src / "a.ipynb", "print(TARGET, KEY_FILE, KNOWN_HOSTS)")
+    monkeypatch.setattr(report, "NOTEBOOK_DIR", src)
+    monkeypatch.setattr(report, "NOTEBOOKS", ("a",))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    code = cli.main(["run", "--target", "admin@203.0.113.10", "--key", "k.pem", "--known-hosts", "pinned",
+                     "--out", str(out)])
+    assert code == 0
+    ran = nbformat.read(out / "a.ipynb", as_version=4)
+    printed = ran.cells[2].outputs[0]["text"].split()
+    assert printed == ["admin@203.0.113.10", str(tmp_path / "k.pem"), str(tmp_path / "pinned")]
+
+
+# --------------------------------------------------------------------------- tutorial helpers (pure)
+
+
+def test_admin_counters_are_parsed_and_what_moved_is_kept():
+    from tproxy_nb import tutorial
+
+    before = tutorial.parse_counters("http.igw.rbac.allowed: 0\nhttp.igw.rbac.denied: 0\n"
+                                     "cluster_manager.active_clusters: 2\nserver.version: 1.40.0\n"
+                                     "igw::127.0.0.1:12010::cx_total::0\nigw::127.0.0.1:12010::health_flags::healthy")
+    assert before == {"http.igw.rbac.allowed": 0, "http.igw.rbac.denied": 0, "cluster_manager.active_clusters": 2,
+                      "igw::127.0.0.1:12010::cx_total": 0}
+    after = {**before, "http.igw.rbac.denied": 5, "igw::127.0.0.1:12010::cx_total": 3}
+    moved = tutorial.counter_changes(before, after)
+    assert moved.to_dict("records") == [
+        {"counter": "http.igw.rbac.denied", "before": 0, "after": 5, "change": 5},
+        {"counter": "igw::127.0.0.1:12010::cx_total", "before": 0, "after": 3, "change": 3}]
+
+
+def test_clusters_table_and_display_have_no_index_or_missing_values():
+    import pandas as pd
+
+    from tproxy_nb import tutorial
+
+    text = ("igw::127.0.0.1:12010::cx_active::1\nigw::127.0.0.1:12010::cx_total::4\n"
+            "igw::127.0.0.1:12010::rq_total::4\nigw::127.0.0.1:12010::health_flags::healthy\n"
+            "igw::observability_name::igw")
+    clusters = tutorial.parse_clusters(text)
+    assert clusters.to_dict("records") == [{"cluster": "igw", "host": "127.0.0.1:12010", "cx_active": "1",
+                                            "cx_total": "4", "health_flags": "healthy", "rq_total": "4"}]
+    html = tutorial.table(pd.DataFrame({"a": [1, None], "b": pd.array([None, 2], dtype="Int64")})).to_html()
+    assert "nan" not in html.lower() and "&lt;NA&gt;" not in html and "None" not in html
+    assert "row_heading" not in html, "the index is shown"

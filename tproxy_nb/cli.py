@@ -217,7 +217,8 @@ def cmd_trace(args) -> int:
 def cmd_run(args) -> int:
     from .present import report
 
-    return report.run_all(target=args.target, key_file=args.key, settings_file=args.settings, out_dir=args.out)
+    return report.run_all(target=args.target, key_file=args.key, settings_file=args.settings, out_dir=args.out,
+                          known_hosts=args.known_hosts)
 
 
 COMMANDS: dict[str, Callable] = {

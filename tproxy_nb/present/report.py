@@ -1,8 +1,9 @@
 """Run the four notebooks headless, in order, and write a report (``tproxy-nb run``).
 
 For each notebook the cell tagged ``parameters`` is replaced by the run's
-target, key file and settings file (as papermill does), the notebook is
-executed with nbclient in its own kernel, and the executed notebook plus an
+target, key file, known_hosts file and settings file (as papermill does), the
+notebook is executed with nbclient in its own kernel (over IPC, not TCP: the
+kernel has nothing to warn about), and the executed notebook plus an
 HTML export are written to the output directory. ``index.html`` links them and
 records when the run happened, against what target and with which versions.
 
@@ -23,6 +24,7 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -77,13 +79,14 @@ class ReportError(TproxyError):
 # --------------------------------------------------------------------------- pure helpers
 
 
-def parameters_source(target: str, key_file: str | None, settings_file: str | None) -> str:
+def parameters_source(target: str, key_file: str | None, settings_file: str | None,
+                      known_hosts: str | None = None) -> str:
     """The source that replaces a notebook's ``parameters`` cell.
 
     Paths are made absolute because the kernel runs in the notebooks' directory.
 
-    Example: ``parameters_source("lab", None, None)`` ->
-    ``"# Parameters injected by tproxy-nb run\\nTARGET = 'lab'\\nKEY_FILE = None\\nSETTINGS_FILE = None"``.
+    Example: ``parameters_source("lab", None, None)`` -> ``"# Parameters injected by tproxy-nb run\\n"
+    "TARGET = 'lab'\\nKEY_FILE = None\\nKNOWN_HOSTS = None\\nSETTINGS_FILE = None"``.
     """
     def absolute(path: str | None) -> str | None:
         return str(Path(path).expanduser().resolve()) if path else None
@@ -92,6 +95,7 @@ def parameters_source(target: str, key_file: str | None, settings_file: str | No
         "# Parameters injected by tproxy-nb run",
         f"TARGET = {target!r}",
         f"KEY_FILE = {absolute(key_file)!r}",
+        f"KNOWN_HOSTS = {absolute(known_hosts)!r}",
         f"SETTINGS_FILE = {absolute(settings_file)!r}",
     ])
 
@@ -103,7 +107,8 @@ def inject_parameters(nb: nbformat.NotebookNode, source: str) -> int:
     """
     tagged = [i for i, c in enumerate(nb.cells) if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])]
     if len(tagged) != 1:
-        raise ReportError(f"A notebook must have exactly one cell tagged {PARAMETERS_TAG!r}; found {len(tagged)}. Regenerate it with scripts/make_notebooks.py.")
+        raise ReportError(f"A notebook must have exactly one cell tagged {PARAMETERS_TAG!r}; found {len(tagged)}. "
+                          "Tag it in notebooks/<name>.md and run jupytext --sync notebooks/*.md.")
     nb.cells[tagged[0]].source = source
     return tagged[0]
 
@@ -197,9 +202,14 @@ def execute_notebook(path: Path, params: str, out_dir: Path, progress: bool = Tr
 
     Never raises for a failing cell: the result says which cell failed and what is written is what ran.
     """
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
     from jupyter_client.kernelspec import NoSuchKernel
+    from jupyter_client.manager import KernelManager
+    from nbclient import NotebookClient
+    from nbclient.exceptions import (
+        CellExecutionError,
+        CellTimeoutError,
+        DeadKernelError,
+    )
     from tqdm.auto import tqdm
 
     run = NotebookRun(path.stem)
@@ -216,8 +226,12 @@ def execute_notebook(path: Path, params: str, out_dir: Path, progress: bool = Tr
     def on_cell_executed(cell, cell_index, execute_reply):
         bar.update(1)
 
+    sockets = tempfile.TemporaryDirectory(prefix="tproxy-nb-kernel-")
+    # IPC sockets in a private directory, not TCP on 127.0.0.1: ipykernel warns (on stderr, into the
+    # run's output) that a TCP kernel without CurveZMQ keys is readable by anyone on the machine.
+    km = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets.name) / "kernel"))
     client = NotebookClient(
-        nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=False,
+        nb, km=km, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=False,
         resources={"metadata": {"path": str(path.parent)}},
         on_cell_start=on_cell_start, on_cell_executed=on_cell_executed,
     )
@@ -241,6 +255,10 @@ def execute_notebook(path: Path, params: str, out_dir: Path, progress: bool = Tr
         run.error = f"the python3 kernel could not start ({e}); install ipykernel into this environment (make run does)"
     finally:
         bar.close()
+        # nbclient shuts down only kernels it made itself; left running, each kernel warns when we exit.
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
+        sockets.cleanup()
         run.seconds = time.monotonic() - start
     if run.status == "failed" and "index" in current:
         run.failed_cell = current["index"]
@@ -317,11 +335,13 @@ td,th{{border:1px solid #d0d7de;padding:.3em .7em;text-align:left;vertical-align
 
 
 def run_all(target: str = "lab", key_file: str | None = None, settings_file: str | None = None,
-            out_dir: str | Path = "build/report", progress: bool = True) -> int:
+            out_dir: str | Path = "build/report", progress: bool = True, known_hosts: str | None = None) -> int:
     """Bring the lab up (for the lab target), run the four notebooks in order, write the report.
 
     target: ``"lab"`` or ``"user@host[:port]"``.
     key_file: private key for a non-lab target.
+    known_hosts: known_hosts file with the target's pinned key (None: ``~/.ssh/known_hosts``); the
+      notebooks get it as ``KNOWN_HOSTS``.
     settings_file: settings YAML (None: the defaults).
     out_dir: where the executed notebooks, their HTML and ``index.html`` go.
     progress: a tqdm bar per notebook on stderr.
@@ -343,14 +363,15 @@ def run_all(target: str = "lab", key_file: str | None = None, settings_file: str
         raise ReportError(f"Cannot create the report directory {out}: {e}.") from None
     missing = [n for n in NOTEBOOKS if not (NOTEBOOK_DIR / f"{n}.ipynb").is_file()]
     if missing:
-        raise ReportError(f"{NOTEBOOK_DIR} lacks {', '.join(missing)}; run python scripts/make_notebooks.py in a checkout.")
+        raise ReportError(f"{NOTEBOOK_DIR} lacks {', '.join(missing)}; "
+                          "run jupytext --sync notebooks/*.md in a checkout.")
     if is_lab(target):
         from .. import lab
 
         lab.up(progress=progress)
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
-    params = parameters_source(target, key_file, settings_file)
+    params = parameters_source(target, key_file, settings_file, known_hosts)
     runs: list[NotebookRun] = []
     failed = False
     for name in NOTEBOOKS:
