@@ -326,7 +326,7 @@ def test_upload_plan_sends_only_what_envoy_needs(cert_dir):
 def test_upload_plan_generates_missing_files_only_when_applied(tmp_path):
     local = tmp_path / "certs"
     plan = files.plan_upload(FakeHost(), Settings(), local)
-    assert "generate client-ca, server-ca, sidecar, igw, igw_http locally" in str(plan)
+    assert f"(local) generate client-ca, server-ca, sidecar, igw, igw_http in {local}" in str(plan)
     assert not local.exists()
 
 

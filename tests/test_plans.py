@@ -305,8 +305,11 @@ def test_configs_twice(s):
         assert f.data.decode() == envoy.render(s, name)
     flipped = s.replace(allowed_hosts=("www.google.com", "www.lyft.com"))
     changed = files.plan_configs(host, flipped)
-    assert [c.description.split(" ->")[0] for c in changed.changes] == ["update igw config", "update igw_http config"]
+    assert [c.description for c in changed.changes] == ["update igw config", "update igw_http config"]
     assert files.plan_configs(host, s).empty
+    host.files[envoy.config_path(s, "igw")].mode = 0o644  # right content, readable by all: fixed, not re-sent
+    fix = twice(read, lambda st: files.plan_configs_from(st, s), host)
+    assert [c.description for c in fix.changes] == ["fix the mode or owner of igw config"]
 
 
 def test_firewall_twice(s):

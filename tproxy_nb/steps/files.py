@@ -53,9 +53,8 @@ def plan_file(state: FileState | None, remote: str, *, mode: int, owner: str, gr
     if state is not None and state.sha256 == upload.sha256:
         if state.has(mode, owner, group):
             return None
-        return Change(f"fix {label} {remote} to {mode:o} {owner}:{group}", (upload,))
-    verb = "upload" if state is None else "update"
-    return Change(f"{verb} {label} -> {remote} ({mode:o} {owner}:{group})", (upload,))
+        return Change(f"fix the mode or owner of {label}", (upload,))
+    return Change(f"{'upload' if state is None else 'update'} {label}", (upload,))
 
 
 # --------------------------------------------------------------------------- directories
@@ -190,8 +189,8 @@ def plan_certs(state: dict[str, FileState | None], s: Settings, local: LocalCert
     """
     plan = Plan("certificates")
     if local.remake:
-        plan.add(f"generate {', '.join(local.remake)} locally in {local.directory} (private keys 0600, "
-                 "CA keys stay there)", GenerateCerts(local.directory, local.remake))
+        plan.add("generate certificates locally (private keys 0600; the CA keys never leave this machine)",
+                 GenerateCerts(local.directory, local.remake))
     else:
         plan.note(f"local certificates in {local.directory} are valid")
     owner, group = s.envoy.user, s.envoy.group
@@ -199,7 +198,7 @@ def plan_certs(state: dict[str, FileState | None], s: Settings, local: LocalCert
         remote = f"{s.paths.certs}/{filename}"
         if _stem(filename) in local.remake:
             upload = Upload(remote, mode, owner, group, source=str(Path(local.directory) / filename), label=filename)
-            plan.add(f"upload {filename} once generated -> {remote} ({mode:o} {owner}:{group})", upload)
+            plan.add(f"upload {filename} once generated", upload)
             continue
         change = plan_file(state.get(remote), remote, mode=mode, owner=owner, group=group, label=filename,
                            source=local.files[filename])
