@@ -193,7 +193,8 @@ class FakeHost:
                 elif f.kind == "dir":
                     lines.append(f"{f.mode:o} {f.owner} {f.group} dir 0 -")
                 else:
-                    lines.append(f"{f.mode:o} {f.owner} {f.group} file {len(f.data)} {hashlib.sha256(f.data).hexdigest()}")
+                    sha = hashlib.sha256(f.data).hexdigest()
+                    lines.append(f"{f.mode:o} {f.owner} {f.group} file {len(f.data)} {sha}")
             return 0, "\n".join(lines) + "\n", ""
         if script == facts.ENVOY_SCRIPT:
             lines = []

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from tproxy_nb.render import certs, envoy
-from tproxy_nb.steps import chain, envoy_proc, provision
 from tproxy_nb.render.pki import ssh_keypair, write_private
+from tproxy_nb.steps import chain, envoy_proc, provision
 
 
 def cli(*args, check_code=None, env=None):

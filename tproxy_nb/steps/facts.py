@@ -181,7 +181,8 @@ class EnvoyState:
 
 def envoy_args(settings: Settings, names) -> list[str]:
     """The positional arguments of :data:`ENVOY_SCRIPT` for ``names``."""
-    return [str(x) for n in names for x in (pid_path(settings, n), process_pattern(settings, n), admin_port(settings, n))]
+    return [str(x) for n in names
+            for x in (pid_path(settings, n), process_pattern(settings, n), admin_port(settings, n))]
 
 
 def parse_envoy_processes(settings: Settings, names, text: str) -> dict[str, EnvoyState]:

@@ -324,7 +324,7 @@ class Plan:
             style = f" style='color:{colour[mark]}'" if line.startswith("  ") and mark in colour and \
                 line[2:3] == mark else ""
             rows.append(f"<span{style}>{html.escape(line)}</span>")
-        head = f"<b>{html.escape(self.step)}</b>: " + ("nothing to change" if self.empty else f"{len(self.changes)} change(s)")
+        head = html.escape(self.headline()).replace(html.escape(self.step), f"<b>{html.escape(self.step)}</b>", 1)
         return f"<div>{head}<pre style='margin:0.2em 0 0.8em 0'>" + "\n".join(rows) + "</pre></div>"
 
     def to_dict(self) -> dict:
