@@ -1,17 +1,19 @@
 """The command line's bad-input matrix: one clear paragraph, exit 2, no traceback, nothing changed."""
 
+import os
 import subprocess
 import sys
 
 import pytest
 
-from tproxy_nb.render import envoy
-from tproxy_nb.steps import chain, envoy_proc, provision
+from tproxy_nb.render import certs, envoy
 from tproxy_nb.render.pki import ssh_keypair, write_private
+from tproxy_nb.steps import chain, envoy_proc, provision
 
 
-def cli(*args, check_code=None):
-    p = subprocess.run([sys.executable, "-m", "tproxy_nb.cli", *args], capture_output=True, text=True, timeout=300)
+def cli(*args, check_code=None, env=None):
+    p = subprocess.run([sys.executable, "-m", "tproxy_nb.cli", *args], capture_output=True, text=True, timeout=300,
+                       env=None if env is None else {**os.environ, **env})
     if check_code is not None:
         assert p.returncode == check_code, (p.returncode, p.stdout, p.stderr)
     return p
@@ -205,3 +207,17 @@ def test_a_root_directory_we_did_not_make_is_never_taken_over(host, tmp_path):
         assert host.run("getent passwd | sort").stdout == accounts  # refused before any change
     finally:
         host.run("rm -rf /opt/tpx-foreign", sudo=True)
+
+
+@pytest.mark.lab
+def test_a_dry_run_writes_nothing_not_even_local_keys(lab_info, host, tmp_path):
+    local = tmp_path / "certs"
+    state = "getent passwd | sort; getent group | sort; ls -lR /opt 2>&1"
+    before = host.run(state, sudo=True, check=False).stdout
+    p = cli("provision", "--plan", env={certs.DIR_ENV: str(local)})
+    assert p.returncode == 0, p.stderr
+    assert f"(local) generate client-ca, server-ca, sidecar, igw, igw_http in {local}" in p.stdout
+    assert "size and sha256 known once the local file is generated" in p.stdout
+    assert "BEGIN" not in p.stdout and "<lambda" not in p.stdout
+    assert not local.exists(), "a dry run created the local certificate directory"
+    assert host.run(state, sudo=True, check=False).stdout == before

@@ -11,11 +11,12 @@ import yaml
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from fakes import FakeHost
 
-from tproxy_nb.render import certs, envoy, pki
-from tproxy_nb.steps import files
 from tproxy_nb.errors import StepError
+from tproxy_nb.render import certs, envoy, pki
 from tproxy_nb.settings import Paths, Ports, Settings
+from tproxy_nb.steps import accounts, facts, files
 
 
 @pytest.fixture
@@ -267,7 +268,7 @@ def _eku(cert: x509.Certificate) -> set:
 
 
 def test_certificates_have_the_right_sans_ekus_and_issuers(cert_dir):
-    load = lambda n: pki.load(cert_dir / f"{n}.pem", cert_dir / f"{n}.key")  # noqa: E731
+    load = lambda n: pki.load(cert_dir / f"{n}.pem", cert_dir / f"{n}.key")
     client_ca, server_ca = load("client-ca"), load("server-ca")
     sidecar, igw, igw_http = load("sidecar"), load("igw"), load("igw_http")
     assert certs.sans(sidecar.cert) == sorted([certs.SIDECAR_DNS, certs.SIDECAR_URI])
@@ -305,51 +306,36 @@ def test_generate_is_idempotent_and_repairs(cert_dir):
     assert sorted(n for n, v in redo.items() if v["created"]) == ["igw", "igw_http", "server-ca"]
 
 
-class FakeHost:
-    """Records what a plan would do; the target is empty."""
-
-    name = "fake@host:22"
-
-    def __init__(self):
-        self.puts, self.commands = [], []
-
-    def stat(self, remote, sudo=False):
-        return None
-
-    def sha256(self, remote, sudo=False):
-        return None
-
-    def put(self, src, remote, **kw):
-        self.puts.append((remote, kw))
-        return True
-
-    def run(self, cmd, **kw):
-        self.commands.append(cmd)
-
-
 def test_upload_plan_sends_only_what_envoy_needs(cert_dir):
     s = Settings()
     host = FakeHost()
+    for acct, role in ((s.envoy, "envoy"), (s.service, "service")):
+        accounts.plan_account(facts.accounts(host), acct, role).apply(host)
     plan = files.plan_upload(host, s, cert_dir)
     assert "ca.key" not in str(plan)
     plan.apply(host)
-    uploaded = {remote: kw for remote, kw in host.puts}
+    uploaded = {p: f for p, f in host.files.items() if p.startswith(s.paths.certs + "/")}
     assert set(uploaded) == {f"{s.paths.certs}/{f}" for f, _ in certs.UPLOAD}
     assert not any(r.endswith("ca.key") for r in uploaded)
-    for remote, kw in uploaded.items():
-        assert kw["owner"] == s.envoy.user and kw["group"] == s.envoy.group
-        assert kw["mode"] == (0o400 if remote.endswith(".key") else 0o644)
-    assert host.commands == []  # the directory is provision.plan_dirs's; this plan only uploads
+    for remote, f in uploaded.items():
+        assert (f.owner, f.group) == (s.envoy.user, s.envoy.group)
+        assert f.mode == (0o400 if remote.endswith(".key") else 0o644)
+    assert not any(c.startswith(("install", "chmod", "chown")) for c in host.commands())  # the directory is plan_dirs's
 
 
-def test_upload_plan_refuses_missing_files(tmp_path):
-    with pytest.raises(StepError, match="generate"):
-        files.plan_upload(FakeHost(), Settings(), tmp_path)
+def test_upload_plan_generates_missing_files_only_when_applied(tmp_path):
+    local = tmp_path / "certs"
+    plan = files.plan_upload(FakeHost(), Settings(), local)
+    assert f"(local) generate client-ca, server-ca, sidecar, igw, igw_http in {local}" in str(plan)
+    assert not local.exists()
 
 
 def test_config_plan_uploads_root_owned_group_readable(settings):
     host = FakeHost()
+    accounts.plan_account(facts.accounts(host), settings.envoy, "envoy").apply(host)
     files.plan_configs(host, settings).apply(host)
-    assert [r for r, _ in host.puts] == [envoy.config_path(settings, n) for n in envoy.NAMES]
-    for _, kw in host.puts:
-        assert (kw["owner"], kw["group"], kw["mode"]) == ("root", settings.envoy.group, 0o640)
+    configs = [envoy.config_path(settings, n) for n in envoy.NAMES]
+    assert [p for p in host.files if p.endswith(".yaml")] == configs
+    for path in configs:
+        f = host.files[path]
+        assert (f.owner, f.group, f.mode) == ("root", settings.envoy.group, 0o640)

@@ -19,12 +19,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from fakes import FakeHost
 from tproxy_nb.render import firewall as fw
 from tproxy_nb.render import iptables_save as ips
 from tproxy_nb.steps import firewall as ipt
 from tproxy_nb.steps import guard
 from tproxy_nb.errors import StepError
-from tproxy_nb.remote.host import Result
 from tproxy_nb.settings import Settings, load_settings
 
 GOLDEN = Path(__file__).parent / "golden" / "iptables"
@@ -391,43 +391,33 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-# --------------------------------------------------------------------------- host-facing functions against a scripted host
+# --------------------------------------------------------------------------- host-facing functions against the fake host
 
 
-class ScriptedHost:
-    """Answers run() from a table of (command substring -> Result fields); records every call."""
-
-    name = "tester@scripted:22"
-
-    def __init__(self, answers: dict[str, tuple[int, str, str]]):
-        self.answers, self.calls = answers, []
-
-    def run(self, cmd, *, sudo=False, user=None, check=True, timeout=120, stdin=None, hint=""):
-        shown = cmd if isinstance(cmd, str) else " ".join(cmd)
-        self.calls.append((shown, sudo, stdin))
-        for key, (code, out, err) in self.answers.items():
-            if shown.startswith(key):
-                return Result(shown, code, out, err, 0.01, self.name)
-        return Result(shown, 0, "", "", 0.01, self.name)
+def loaded(name: str) -> FakeHost:
+    """A fake host whose nat table is the sample ``name``."""
+    host = FakeHost()
+    host.nat = sample(name)
+    return host
 
 
 def test_missing_iptables_says_install_the_package():
-    host = ScriptedHost({"command -v": (0, "iptables-save\niptables-restore\n", "")})
+    host = FakeHost({"command -v": (0, "iptables-save\niptables-restore\n", "")})
     with pytest.raises(StepError, match="install the `iptables` package"):
         ipt.plan_apply(host, Settings())
-    host = ScriptedHost({"iptables -V": (127, "", "sh: 1: iptables: not found")})
+    host = FakeHost({"iptables -V": (127, "", "sh: 1: iptables: not found")})
     with pytest.raises(StepError, match="install the `iptables` package"):
         ipt.backend(host)
 
 
 def test_restore_failure_names_the_line_and_says_nothing_changed():
     text = fw.render_rules(Settings())
-    host = ScriptedHost({"iptables-restore": (1, "", "iptables-restore: line 5 failed\n")})
+    host = FakeHost({"iptables-restore": (1, "", "iptables-restore: line 5 failed\n")})
     with pytest.raises(StepError) as e:
         guard.restore(host, text)
     msg = str(e.value)
     assert "line 5 failed" in msg and text.splitlines()[4] in msg and "Nothing was changed" in msg
-    assert host.calls[-1] == ("iptables-restore --noflush", True, text)
+    assert host.calls[-1] == ("iptables-restore --noflush", True, None, text)
 
 
 def test_restore_failure_nft_wording():
@@ -435,27 +425,27 @@ def test_restore_failure_nft_wording():
     err = ("iptables-restore v1.8.9 (nf_tables): Chain 'NO_SUCH' does not exist\nError occurred at line: 3\n"
            "Try `iptables-restore -h' or 'iptables-restore --help' for more information.\n")
     with pytest.raises(StepError) as e:
-        guard.restore(ScriptedHost({"iptables-restore": (2, "", err)}), text)
+        guard.restore(FakeHost({"iptables-restore": (2, "", err)}), text)
     msg = str(e.value)
     assert "Chain 'NO_SUCH' does not exist Error occurred at line: 3. " in msg
     assert "The failing line 3 is: -A OUTPUT -j NO_SUCH" in msg and "Try `" not in msg
 
 
 def test_plan_apply_feeds_restore_through_stdin():
-    host = ScriptedHost({"iptables-save": (0, (GOLDEN / "save-nft-empty.txt").read_text(), "")})
+    host = loaded("save-nft-empty.txt")
     plan = ipt.plan_apply(host, Settings(), guard_seconds=None)
     plan.apply(host)
-    shown, sudo, stdin = host.calls[-1]
-    assert shown == "iptables-restore --noflush" and sudo and stdin == restore_text(plan)
+    shown, sudo, user, stdin = host.calls[-1]
+    assert shown == "iptables-restore --noflush" and sudo and user is None and stdin == restore_text(plan)
+    assert ipt.plan_apply(host, Settings()).empty
 
 
 def test_show_counters_and_empty():
-    host = ScriptedHost({"iptables-save": (0, (GOLDEN / "save-nft-duplicate-hook.txt").read_text(), "")})
-    df = ipt.show(host)
+    df = ipt.show(loaded("save-nft-duplicate-hook.txt"))
     assert list(df.columns) == ["chain", "num", "packets", "bytes", "target", "target_options", "match", "comment"]
     assert list(df["chain"]) == ["OUTPUT"] * 2 + ["ENVOY_EGRESS"] * 7
     assert list(df["num"][:2]) == [3, 4]              # positions as iptables -L --line-numbers shows them
     assert str(df["packets"].dtype) == "int64" and df["packets"].sum() == 6 + 1 + 1 + 2 + 2
     assert df.iloc[7]["target_options"] == "--to-ports 12003"
-    empty = ipt.show(ScriptedHost({"iptables-save": (0, (GOLDEN / "save-nft-empty.txt").read_text(), "")}))
+    empty = ipt.show(loaded("save-nft-empty.txt"))
     assert empty.empty and list(empty.columns) == list(df.columns)

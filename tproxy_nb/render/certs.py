@@ -4,6 +4,7 @@ Two CAs, so each side trusts only what it must: the gateways accept client
 certificates from the *client CA* only, the sidecar accepts server
 certificates from the *server CA* only. CA private keys stay in the local
 directory; :func:`tproxy_nb.steps.files.plan_upload` sends only what :data:`UPLOAD` lists.
+:func:`to_make` says what :func:`generate` would make without writing anything (a dry run).
 
 Local layout (``certs/`` at the repo root, git-ignored), and what goes where::
 
@@ -28,7 +29,6 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from ..errors import StepError
 from ..settings import Settings
 from . import pki
 
@@ -82,11 +82,17 @@ UPLOAD: tuple[tuple[str, int], ...] = (
 )
 
 
+#: Environment variable that chooses the local certificate directory (default: :func:`default_dir`'s rule).
+DIR_ENV = "TPROXY_NB_CERTS_DIR"
+
+
 def default_dir() -> Path:
-    """``certs/`` at the repo root when running from a checkout, else ``./certs``.
+    """``$TPROXY_NB_CERTS_DIR`` if set, else ``certs/`` at the repo root from a checkout, else ``./certs``.
 
     Example: ``default_dir()`` -> ``PosixPath('/work/main/certs')``.
     """
+    if os.environ.get(DIR_ENV):
+        return Path(os.environ[DIR_ENV]).expanduser()
     root = Path(__file__).resolve().parents[2]
     return root / "certs" if (root / "pyproject.toml").is_file() else Path.cwd() / "certs"
 
@@ -151,12 +157,49 @@ def _load(directory: Path, name: str) -> pki.KeyPair | None:
         return None
 
 
+def _walk(directory: Path, make: bool):
+    """Go through :data:`SPECS` in order, yielding ``(spec, pair, remade)``; with ``make``, (re)make what needs it.
+
+    A certificate needs (re)making when a file is missing or unreadable, it expires within
+    ``RENEW_DAYS``, its key does not match, its SANs changed, or its CA is (re)made. Without
+    ``make`` nothing is written and a pair that would be remade is yielded as None.
+    """
+    pairs: dict[str, pki.KeyPair | None] = {}
+    remade: dict[str, bool] = {}
+    for spec in SPECS:
+        ca = pairs.get(spec.issuer) if spec.issuer else None
+        pair = _load(directory, spec.name)
+        need = pair is None or bool(spec.issuer and remade[spec.issuer]) or not _usable(pair, spec, ca)
+        if need:
+            pair = None
+            if make:
+                if spec.issuer is None:
+                    pair = pki.make_ca(spec.cn)
+                else:
+                    issuer = pairs[spec.issuer]
+                    assert issuer is not None  # made just above, in SPECS order
+                    pair = pki.issue(issuer, spec.cn, dns=list(spec.dns), uris=list(spec.uris),
+                                     client=spec.client, server=spec.server)
+                pki.write(pair, directory / f"{spec.name}.pem", directory / f"{spec.name}.key")
+        pairs[spec.name], remade[spec.name] = pair, need
+        yield spec, pair, need
+
+
+def to_make(local_dir: str | os.PathLike | None) -> tuple[str, ...]:
+    """The certificates :func:`generate` would (re)make in ``local_dir``, in order; writes nothing.
+
+    local_dir: the local directory (None: :func:`default_dir`); it need not exist.
+
+    Example: ``to_make("/nonexistent")`` -> ``("client-ca", "server-ca", "sidecar", "igw", "igw_http")``.
+    """
+    directory = Path(local_dir) if local_dir is not None else default_dir()
+    return tuple(spec.name for spec, _pair, need in _walk(directory, make=False) if need)
+
+
 def generate(local_dir: str | os.PathLike | None, settings: Settings | None = None) -> dict[str, dict]:
     """Create the CAs and certificates in ``local_dir``, keeping those that are still valid.
 
-    A certificate is (re)made when a file is missing or unreadable, it expires
-    within ``RENEW_DAYS``, its key does not match, its SANs changed, or its CA
-    was remade. Keys are written 0600, the directory 0700.
+    What is (re)made is what :func:`to_make` says. Keys are written 0600, the directory 0700.
 
     local_dir: where to keep the files (None: :func:`default_dir`).
     settings: accepted for a uniform step signature; the identities are fixed in ``SPECS``.
@@ -168,19 +211,9 @@ def generate(local_dir: str | os.PathLike | None, settings: Settings | None = No
     directory = Path(local_dir) if local_dir is not None else default_dir()
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
-    pairs: dict[str, pki.KeyPair] = {}
     out: dict[str, dict] = {}
-    for spec in SPECS:
-        ca = pairs.get(spec.issuer) if spec.issuer else None
-        pair = _load(directory, spec.name)
-        created = pair is None or not _usable(pair, spec, ca) or (ca is not None and out[spec.issuer]["created"])
-        if created:
-            if ca is None:
-                pair = pki.make_ca(spec.cn)
-            else:
-                pair = pki.issue(ca, spec.cn, dns=list(spec.dns), uris=list(spec.uris), client=spec.client, server=spec.server)
-            pki.write(pair, directory / f"{spec.name}.pem", directory / f"{spec.name}.key")
-        pairs[spec.name] = pair
+    for spec, pair, created in _walk(directory, make=True):
+        assert pair is not None
         out[spec.name] = {
             "cert": str(directory / f"{spec.name}.pem"),
             "key": str(directory / f"{spec.name}.key"),

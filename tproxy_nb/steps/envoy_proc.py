@@ -20,12 +20,29 @@ import time
 from ..analysis.trace import parse_all
 from ..errors import CommandError, StepError, TproxyError
 from ..remote.host import Host
-from ..render.envoy import (FLUSH_INTERVAL_MS, NAMES, READY_TIMEOUT_S, STOP_TIMEOUT_S, _check_name, admin_port,
-                            command, config_path, launch_script, listen_ports, log_path, out_path, parse_listeners,
-                            parse_ss, parse_version, pid_path, process_pattern, shm_path, validate_command,
-                            wait_ready_script)
+from ..render.envoy import (
+    FLUSH_INTERVAL_MS,
+    NAMES,
+    READY_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    _check_name,
+    admin_port,
+    config_path,
+    launch_script,
+    listen_ports,
+    log_path,
+    out_path,
+    parse_listeners,
+    parse_ss,
+    parse_version,
+    pid_path,
+    shm_path,
+    validate_command,
+    wait_ready_script,
+)
 from ..settings import Settings
-from .plan import Plan
+from . import facts
+from .plan import Plan, StartEnvoys, StopEnvoys
 
 
 def _names(names) -> tuple[str, ...]:
@@ -64,22 +81,7 @@ def pids(host: Host, settings: Settings, name: str) -> list[int]:
 
     Example: ``pids(host, s, "igw")`` -> ``[4242]``.
     """
-    found: set[int] = set()
-    recorded = host.run(["cat", "--", pid_path(settings, name)], sudo=True, check=False, timeout=30).stdout.strip()
-    if recorded.isdigit():
-        # A recycled PID must not be taken for ours: check its command line.
-        cmdline = host.run(["cat", f"/proc/{recorded}/cmdline"], sudo=True, check=False, timeout=30).stdout
-        if cmdline.split("\0")[:3] == command(settings, name)[:3]:
-            found.add(int(recorded))
-    r = host.run(["pgrep", "-f", "--", process_pattern(settings, name)], sudo=True, check=False, timeout=30)
-    found.update(int(x) for x in r.stdout.split() if x.isdigit())
-    return sorted(found)
-
-
-def _ready(host: Host, settings: Settings, name: str) -> bool:
-    url = f"http://127.0.0.1:{admin_port(settings, name)}/ready"
-    r = host.run(["curl", "-s", "--max-time", "2", url], user=settings.envoy.user, check=False, timeout=30)
-    return r.stdout.strip() == "LIVE"
+    return list(facts.envoy_processes(host, settings, _names(name))[name].pids)
 
 
 def _shm_users(host: Host, path: str) -> list[int]:
@@ -108,9 +110,10 @@ def _clean_shm(host: Host, settings: Settings, name: str, strict: bool = True) -
 def _ensure_dirs(host: Host, settings: Settings) -> None:
     """Create the log and run directories (envoy-owned, 0750) when they are missing."""
     a = settings.envoy
-    for d in (settings.paths.log, settings.paths.run):
-        host.run(f"test -d {shlex.quote(d)} || install -d -m 750 -o {shlex.quote(a.user)} -g {shlex.quote(a.group)} -- {shlex.quote(d)}",
-                 sudo=True, timeout=30)
+    state = facts.files(host, [settings.paths.log, settings.paths.run])
+    missing = [d for d, st in state.items() if st is None]
+    if missing:
+        host.run(["install", "-d", "-m", "750", "-o", a.user, "-g", a.group, "--", *missing], sudo=True, timeout=30)
 
 
 def _check_ports(host: Host, settings: Settings, names) -> None:
@@ -130,18 +133,44 @@ def _failure_report(host: Host, settings: Settings, name: str) -> str:
     return "\n".join(parts) or "(no log written)"
 
 
+def plan_processes(state: dict[str, facts.EnvoyState], settings: Settings, names=NAMES) -> Plan:
+    """Start the Envoys ``names`` that are not running and ready (pure; nothing when all are).
+
+    state: :func:`tproxy_nb.steps.facts.envoy_processes`.
+
+    Example: ``plan_processes({"igw": EnvoyState()}, s, ["igw"]).changes[0].description`` -> ``"start igw as tpx-envoy"``.
+    """
+    plan = Plan("envoys")
+    names = _names(names)
+    todo = tuple(n for n in names if not (state[n].running and state[n].ready))
+    if todo:
+        plan.add(f"start {', '.join(todo)} as {settings.envoy.user}", StartEnvoys(todo, settings))
+    else:
+        plan.note(f"{', '.join(names)} running and ready")
+    return plan
+
+
+def plan_stop(state: dict[str, facts.EnvoyState], settings: Settings) -> Plan:
+    """Stop every Envoy of ours that runs (pure; nothing when none does).
+
+    Example: ``plan_stop({n: EnvoyState() for n in NAMES}, s).empty`` -> True.
+    """
+    plan = Plan("envoys")
+    running = tuple(n for n in NAMES if n in state and state[n].running)
+    if running:
+        plan.add(f"stop {', '.join(running)}", StopEnvoys(running, settings))
+    else:
+        plan.note("no Envoy of ours is running")
+    return plan
+
+
 def plan_start(host: Host, settings: Settings, names=NAMES) -> Plan:
-    """Plan starting the Envoys that are not running and ready (nothing when all are).
+    """Read which Envoys run and plan starting the others (:func:`plan_processes`).
 
     Example: ``plan_start(host, s).apply(host)``.
     """
-    plan = Plan("envoys")
-    todo = [n for n in _names(names) if not (pids(host, settings, n) and _ready(host, settings, n))]
-    if todo:
-        plan.add(f"start {', '.join(todo)} as {settings.envoy.user}", action=lambda h: start(h, settings, todo))
-    else:
-        plan.note(f"{', '.join(_names(names))} running and ready")
-    return plan
+    names = _names(names)
+    return plan_processes(facts.envoy_processes(host, settings, names), settings, names)
 
 
 def start(host: Host, settings: Settings, names=NAMES) -> list[str]:
@@ -156,16 +185,9 @@ def start(host: Host, settings: Settings, names=NAMES) -> list[str]:
     Example: ``start(host, s)`` -> ``["sidecar", "igw", "igw_http"]`` (then ``[]``).
     """
     names = _names(names)
-    todo = []
-    for name in names:
-        running = pids(host, settings, name)
-        if running and _ready(host, settings, name):
-            continue
-        if running:
-            # Started but not ready (still starting, or stuck): wait below instead of starting twice.
-            todo.append((name, False))
-        else:
-            todo.append((name, True))
+    state = facts.envoy_processes(host, settings, names)
+    # Started but not ready (still starting, or stuck): wait below instead of starting twice.
+    todo = [(name, not state[name].running) for name in names if not (state[name].running and state[name].ready)]
     if not todo:
         return []
     for name, _ in todo:
@@ -191,8 +213,10 @@ def stop(host: Host, settings: Settings, names=NAMES) -> list[str]:
     Example: ``stop(host, s)`` -> ``["sidecar", "igw", "igw_http"]``.
     """
     stopped = []
-    for name in _names(names):
-        found = pids(host, settings, name)
+    names = _names(names)
+    state = facts.envoy_processes(host, settings, names)
+    for name in names:
+        found = state[name].pids
         if found:
             stopped.append(name)
             ids = " ".join(map(str, found))
@@ -270,9 +294,9 @@ def status(host: Host, settings: Settings):
     import pandas as pd
 
     rows = []
+    state = facts.envoy_processes(host, settings, NAMES)
     for name in NAMES:
-        found = pids(host, settings, name)
-        ready = bool(found) and _ready(host, settings, name)
+        found, ready = state[name].pids, state[name].ready
         listeners = ""
         if ready:
             listeners = ", ".join(parse_listeners(admin(host, settings, name, "/listeners")))

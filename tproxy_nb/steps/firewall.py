@@ -20,17 +20,22 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pandas as pd
 
 from ..errors import StepError
 from ..remote.host import Host
 from ..render.firewall import CHAIN, hook_rule, wanted_rules
-from ..render.iptables_save import Table, empty_table, normalize_spec, parse_backend, parse_save, save_warnings
+from ..render.iptables_save import (
+    Table,
+    empty_table,
+    normalize_spec,
+    parse_backend,
+    parse_save,
+    save_warnings,
+)
 from ..settings import Settings
-from .guard import apply_guarded, require_iptables, restore, run_iptables
-from .plan import Change, Plan
+from .guard import require_iptables, run_iptables
+from .plan import Change, Plan, Restore
 
 #: Seconds the host waits for a confirmation before restoring the previous rules.
 DEFAULT_GUARD_SECONDS = 20
@@ -39,29 +44,8 @@ DEFAULT_GUARD_SECONDS = 20
 # --------------------------------------------------------------------------- planning (pure)
 
 
-@dataclass
-class RestoreAction:
-    """A plan's action: feed ``text`` to ``iptables-restore --noflush`` on the host (optionally guarded).
-
-    text: the restore input (shown in the plan).
-    guard_seconds: None/0 for a plain atomic restore; else :func:`apply_guarded` with that guard.
-    """
-
-    text: str
-    guard_seconds: float | None = None
-
-    def __call__(self, host: Host) -> None:
-        if self.guard_seconds:
-            apply_guarded(host, self.text, guard_seconds=self.guard_seconds)
-        else:
-            restore(host, self.text)
-
-
 def _restore_change(summary: str, text: str, guard_seconds: float | None) -> Change:
-    guard = f", guarded: the host restores the old rules after {guard_seconds:g} s unless a new SSH connection confirms" if guard_seconds else ""
-    body = "\n".join("      | " + line for line in text.rstrip("\n").splitlines())
-    return Change(f"{summary} (one atomic iptables-restore --noflush{guard}):\n{body}", [],
-                  action=RestoreAction(text, guard_seconds))
+    return Change(f"{summary} (one atomic iptables-restore --noflush)", (Restore(text, guard_seconds or None),))
 
 
 def _nat(state: dict[str, Table] | Table | None) -> Table:
@@ -75,7 +59,7 @@ def plan_from_state(state: dict[str, Table] | Table, settings: Settings, guard_s
 
     state: the nat table (or the dict from :func:`parse_save`).
     settings: what is wanted (:func:`wanted_rules`).
-    guard_seconds: passed to the plan's :class:`RestoreAction`.
+    guard_seconds: passed to the plan's :class:`~tproxy_nb.steps.plan.Restore`.
 
     ENVOY_EGRESS belongs to us: rules someone else added to it are replaced with the wanted ones.
     Our chain is rewritten only when its rules differ (so counters survive otherwise); a right hook
@@ -211,7 +195,7 @@ def apply(host: Host, settings: Settings, guard_seconds: float | None = DEFAULT_
     """Bring ENVOY_EGRESS in place and verify it from a fresh read; return the plan that was applied.
 
     guard_seconds: seconds the host waits for a new SSH connection to confirm before it restores the
-    previous rules (:func:`apply_guarded`); None or 0 applies without the guard (the lab).
+    previous rules (:func:`~tproxy_nb.steps.guard.apply_guarded`); None or 0 applies without the guard (the lab).
 
     Example: ``apply(host, settings).empty`` -> True on the second run.
     """

@@ -1,0 +1,247 @@
+"""Facts: what a host is like now, each read with ONE read-only command and a pure parser of its output.
+
+The planners never touch the host; they take these facts. One round trip per fact:
+
+- :func:`accounts` — ``getent passwd`` and ``getent group`` (:func:`parse_accounts`);
+- :func:`files` — mode, owner, group, type, size and sha256 of a list of paths (:func:`parse_files`);
+- :func:`envoy_processes` — per Envoy: recorded PID, its command line, ``pgrep`` matches, ``/ready``
+  (:func:`parse_envoy_processes`);
+- :func:`envoy_runs` — ``envoy --version`` (only for ``envoy_install: pip``);
+- the nat table: :func:`tproxy_nb.steps.firewall.current_state` (``iptables-save -t nat -c``).
+
+Local facts (this machine): :func:`local_file`. Each command is a fixed script with its inputs as
+positional arguments, so a fake host (tests/fakes.py) can answer it from a model.
+
+Example::
+
+    acc = accounts(host)
+    acc.user("tpx-envoy")            # User(name='tpx-envoy', uid=2101, gid=2101, gecos='tproxy-nb envoy') or None
+    files(host, ["/opt/tproxy-nb"])["/opt/tproxy-nb"].mode   # 0o755
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..remote.host import Host, sha256_local
+from ..render.envoy import admin_port, command, pid_path, process_pattern
+from ..settings import Settings
+
+# --------------------------------------------------------------------------- accounts
+
+#: Users, a separator line, groups (a passwd or group line always holds a colon).
+ACCOUNTS_SCRIPT = "getent passwd; echo --; getent group"
+
+
+@dataclass(frozen=True)
+class User:
+    """One ``passwd`` entry: name, uid, primary gid, comment (GECOS: our accounts start it with the mark)."""
+
+    name: str
+    uid: int
+    gid: int
+    gecos: str = ""
+
+
+@dataclass(frozen=True)
+class Group:
+    """One ``group`` entry: name, gid, supplementary members."""
+
+    name: str
+    gid: int
+    members: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Accounts:
+    """The host's users and groups, looked up by name or id (as ``getent passwd NAME|ID`` would)."""
+
+    users: tuple[User, ...] = ()
+    groups: tuple[Group, ...] = ()
+
+    def user(self, key: str | int) -> User | None:
+        return next((u for u in self.users if (u.uid == key if isinstance(key, int) else u.name == key)), None)
+
+    def group(self, key: str | int) -> Group | None:
+        return next((g for g in self.groups if (g.gid == key if isinstance(key, int) else g.name == key)), None)
+
+
+def parse_accounts(text: str) -> Accounts:
+    """Parse the output of :data:`ACCOUNTS_SCRIPT` (malformed lines are skipped).
+
+    Example: ``parse_accounts("root:x:0:0:root:/root:/bin/bash\\n--\\nroot:x:0:\\n").user(0).name`` -> ``"root"``.
+    """
+    passwd, _, group = text.partition("\n--\n")
+    if text.startswith("--\n"):
+        passwd, group = "", text[3:]
+    users, groups = [], []
+    for line in passwd.splitlines():
+        f = line.split(":")
+        if len(f) >= 5 and f[2].isdigit() and f[3].isdigit():
+            users.append(User(f[0], int(f[2]), int(f[3]), f[4]))
+    for line in group.splitlines():
+        f = line.split(":")
+        if len(f) >= 3 and f[2].isdigit():
+            members = tuple(m for m in (f[3].split(",") if len(f) > 3 else []) if m)
+            groups.append(Group(f[0], int(f[2]), members))
+    return Accounts(tuple(users), tuple(groups))
+
+
+def accounts(host: Host) -> Accounts:
+    """The host's users and groups (one command).
+
+    Example: ``accounts(host).group("tpx-envoy")``.
+    """
+    return parse_accounts(host.run(["sh", "-c", ACCOUNTS_SCRIPT], check=False, timeout=60).stdout)
+
+
+# --------------------------------------------------------------------------- files
+
+#: One line per path argument, in order: ``mode owner group type size sha256`` or ``-`` when missing.
+FILES_SCRIPT = (
+    'for p; do '
+    'if s=$(stat -c "%a %U %G" -- "$p" 2>/dev/null); then '
+    't=other; h=-; n=0; '
+    'if [ -d "$p" ]; then t=dir; elif [ -f "$p" ]; then t=file; n=$(stat -c %s -- "$p"); '
+    'h=$(sha256sum -- "$p" | cut -d" " -f1); fi; '
+    'echo "$s $t $n $h"; '
+    'else echo -; fi; done'
+)
+
+
+@dataclass(frozen=True)
+class FileState:
+    """A path on the host: mode (int), owner, group, kind (``file``, ``dir``, ``other``), size, sha256 (files)."""
+
+    mode: int
+    owner: str
+    group: str
+    kind: str = "file"
+    size: int = 0
+    sha256: str | None = None
+
+    def has(self, mode: int, owner: str, group: str) -> bool:
+        return (self.mode, self.owner, self.group) == (mode, owner, group)
+
+
+def parse_files(paths: list[str], text: str) -> dict[str, FileState | None]:
+    """Parse :data:`FILES_SCRIPT` output for ``paths``: ``{path: FileState or None (missing)}``.
+
+    Example: ``parse_files(["/x"], "755 root root dir 0 -\\n")["/x"].kind`` -> ``"dir"``.
+    """
+    lines = text.splitlines()
+    out: dict[str, FileState | None] = {}
+    for i, path in enumerate(paths):
+        f = lines[i].split() if i < len(lines) else ["-"]
+        if len(f) != 6:
+            out[path] = None
+            continue
+        mode, owner, group, kind, size, sha = f
+        out[path] = FileState(int(mode, 8), owner, group, kind, int(size), None if sha == "-" else sha)
+    return out
+
+
+def files(host: Host, paths: list[str]) -> dict[str, FileState | None]:
+    """Stat and hash ``paths`` on the host as root (one command; big files take a moment to hash).
+
+    Example: ``files(host, ["/opt/tproxy-nb/bin/envoy"])``.
+    """
+    paths = list(paths)
+    r = host.run(["sh", "-c", FILES_SCRIPT, "tproxy-nb-files", *paths], sudo=True, check=False, timeout=300)
+    return parse_files(paths, r.stdout)
+
+
+# --------------------------------------------------------------------------- Envoy processes
+
+#: Arguments in threes (pid file, pgrep pattern, admin port); one tab-separated line per Envoy:
+#: recorded PID, that PID's command line, pgrep's PIDs, what ``/ready`` answered.
+ENVOY_SCRIPT = (
+    'while [ $# -ge 3 ]; do '
+    'rec=$(cat -- "$1" 2>/dev/null | tr -dc 0-9); cmd=; '
+    '[ -n "$rec" ] && cmd=$(tr "\\000" " " < /proc/$rec/cmdline 2>/dev/null); '
+    'found=$(pgrep -f -- "$2" | tr "\\n" " "); ready=; '
+    '[ -n "$rec$found" ] && ready=$(curl -s --max-time 2 "http://127.0.0.1:$3/ready"); '
+    'printf "%s\\t%s\\t%s\\t%s\\n" "$rec" "$cmd" "$found" "$ready"; '
+    'shift 3; done'
+)
+
+
+@dataclass(frozen=True)
+class EnvoyState:
+    """One Envoy on the host: its PIDs (ours only) and whether ``/ready`` said LIVE."""
+
+    pids: tuple[int, ...] = ()
+    ready: bool = False
+
+    @property
+    def running(self) -> bool:
+        return bool(self.pids)
+
+
+def envoy_args(settings: Settings, names) -> list[str]:
+    """The positional arguments of :data:`ENVOY_SCRIPT` for ``names``."""
+    return [str(x) for n in names
+            for x in (pid_path(settings, n), process_pattern(settings, n), admin_port(settings, n))]
+
+
+def parse_envoy_processes(settings: Settings, names, text: str) -> dict[str, EnvoyState]:
+    """Parse :data:`ENVOY_SCRIPT` output: a recorded PID counts only when its command line is our Envoy's.
+
+    A recycled PID must not be taken for ours, so the recorded PID's command line is compared with
+    :func:`tproxy_nb.render.envoy.command`.
+
+    Example: ``parse_envoy_processes(s, ["igw"], "42\\t/opt/.../envoy -c ...\\t42 \\tLIVE\\n")["igw"].ready`` -> True.
+    """
+    lines = text.split("\n")
+    out = {}
+    for i, name in enumerate(names):
+        f = (lines[i].split("\t") + ["", "", "", ""])[:4] if i < len(lines) else ["", "", "", ""]
+        rec, cmd, found, ready = f
+        pids = {int(x) for x in found.split() if x.isdigit()}
+        if rec.isdigit() and cmd.split()[:3] == command(settings, name)[:3]:
+            pids.add(int(rec))
+        out[name] = EnvoyState(tuple(sorted(pids)), bool(pids) and ready.strip() == "LIVE")
+    return out
+
+
+def envoy_processes(host: Host, settings: Settings, names) -> dict[str, EnvoyState]:
+    """Which of the Envoys ``names`` run and are ready (one command, as root).
+
+    Example: ``envoy_processes(host, s, ["igw"])["igw"].running``.
+    """
+    names = list(names)
+    r = host.run(["sh", "-c", ENVOY_SCRIPT, "tproxy-nb-envoys", *envoy_args(settings, names)],
+                 sudo=True, check=False, timeout=30 + 5 * len(names))
+    return parse_envoy_processes(settings, names, r.stdout)
+
+
+def envoy_runs(host: Host, settings: Settings) -> str | None:
+    """The first line ``paths.envoy --version`` prints, or None when it does not run.
+
+    Example: ``envoy_runs(host, s)`` -> ``"envoy  version: 9e55/1.40.0/Clean/RELEASE/BoringSSL"``.
+    """
+    r = host.run([settings.paths.envoy, "--version"], sudo=True, check=False, timeout=60)
+    text = (r.stdout.strip() or r.stderr.strip()).splitlines()
+    return text[0] if r.ok and text else None
+
+
+# --------------------------------------------------------------------------- local
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A file on this machine: path, size, sha256."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+def local_file(path: str | Path) -> LocalFile:
+    """Size and sha256 of a local file.
+
+    Example: ``local_file("certs/igw.pem").size``.
+    """
+    p = Path(path)
+    return LocalFile(str(p), p.stat().st_size, sha256_local(p))
