@@ -7,8 +7,8 @@ import signal
 import pytest
 
 from tproxy_nb import lab
-from tproxy_nb.steps import chain, check
 from tproxy_nb.settings import Settings
+from tproxy_nb.steps import chain, check
 
 pytestmark = pytest.mark.lab
 

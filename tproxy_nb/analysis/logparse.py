@@ -46,7 +46,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from typing import Any, BinaryIO, NamedTuple, Union
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -58,7 +58,7 @@ __all__ = ["COLUMNS", "Source", "parse_envoy_log"]
 COLUMNS = ("timestamp", "thread", "level", "logger", "source", "connection_id", "stream_id", "message", "line_no")
 
 #: What the parsers read: a path, log text, bytes or a file object.
-Source = Union[str, bytes, bytearray, memoryview, os.PathLike, BinaryIO, io.TextIOBase]
+Source = str | bytes | bytearray | memoryview | os.PathLike | BinaryIO | io.TextIOBase
 
 # pandas >= 3 stores text as its "str" dtype, pandas 2 as object: use whichever
 # this pandas gives plain strings, so empty and full frames agree.
@@ -124,8 +124,8 @@ def _last_boundary(view: memoryview) -> int:
     """Offset of the last line that may start a record, 0 when there is none past the first."""
     last = None
     for start in (max(0, len(view) - (1 << 20)), 0):  # the last MiB first: a boundary is nearly always there
-        for last in _BOUNDARY.finditer(view, start):
-            pass
+        for match in _BOUNDARY.finditer(view, start):
+            last = match
         if last is not None or start == 0:
             break
     return 0 if last is None else last.start() + 1
@@ -142,7 +142,7 @@ def _blocks(stream: Any, size: int = 0) -> Iterator[tuple[np.ndarray, int]]:
     filled, eof = 0, False
     while True:
         while not eof and filled < size:
-            got = stream.readinto(memoryview(buf)[_PAD + filled : _PAD + size])
+            got = stream.readinto(buf.data[_PAD + filled : _PAD + size])
             eof = not got
             filled += got or 0
         if filled == 0:
@@ -153,7 +153,7 @@ def _blocks(stream: Any, size: int = 0) -> Iterator[tuple[np.ndarray, int]]:
                 filled += 1
             yield buf, filled
             return
-        cut = _last_boundary(memoryview(buf)[_PAD : _PAD + filled])
+        cut = _last_boundary(buf.data[_PAD : _PAD + filled])
         if cut == 0:
             size *= 2
             bigger = np.zeros(size + 2 * _PAD + 1, np.uint8)
@@ -330,7 +330,14 @@ def _ids(data: np.ndarray, pos: np.ndarray, end: np.ndarray, closes: np.ndarray)
     ids, and the numbers are the digits right before a quote or bracket.
     """
     n = len(pos)
-    ids = _Ids(np.zeros(n, np.uint64), np.zeros(n, bool), np.zeros(n, np.uint64), np.zeros(n, bool), pos.copy(), np.ones(n, bool))
+    ids = _Ids(
+        np.zeros(n, np.uint64),
+        np.zeros(n, bool),
+        np.zeros(n, np.uint64),
+        np.zeros(n, bool),
+        pos.copy(),
+        np.ones(n, bool),
+    )
     k = np.searchsorted(closes, pos)
     first_close, second_close = closes[k], closes[k + 1]
     ids.ok[_at(data, pos, _ANY_TAGS)] = False  # other tags, or another order: the slow path reads them
@@ -358,7 +365,9 @@ def _ids(data: np.ndarray, pos: np.ndarray, end: np.ndarray, closes: np.ndarray)
         conn, count = _number_before(data, c_close)
         conn_ok = (count > 0) & (c_close - count == pos[rows] + 2) & (c_close < end[rows])
         stream, count = _number_before(data, s_close)
-        stream_ok = conn_ok & _at(data, c_close + 1, _OLD_STREAM) & (s_close - count == c_close + 3) & (s_close < end[rows])
+        stream_ok = (
+            conn_ok & _at(data, c_close + 1, _OLD_STREAM) & (s_close - count == c_close + 3) & (s_close < end[rows])
+        )
         close = np.where(stream_ok, s_close, c_close)
         ids.connection[rows], ids.has_connection[rows] = conn, conn_ok
         ids.stream[rows], ids.has_stream[rows] = stream, stream_ok
@@ -394,7 +403,7 @@ _KEY = re.compile(r"(\d+)\]\[(\w+)\]\[([\w.\-]+)\] \[([^\]]*:\d+)")
 _TS_TEXT = rb"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?"
 _BRACKET = re.compile(rb"\[(" + _TS_TEXT + rb")\]\[(\d+)\]\[(\w+)\]\[([\w.\-]+)\] \[([^\]\n]*:\d+)\](?: |$)")
 _ISTIO = re.compile(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z?\t(\w+)\tenvoy ([\w.\-]+)(?: ([^\t\n]*:\d+))?\t")
-_IDS_TEXT = r'\[Tags: ([^\]\n]*)\] ?|\[C(\d+)\](?:\[S(\d+)\])? ?'
+_IDS_TEXT = r"\[Tags: ([^\]\n]*)\] ?|\[C(\d+)\](?:\[S(\d+)\])? ?"
 _IDS_B = re.compile(_IDS_TEXT.encode())
 _IDS_S = re.compile(_IDS_TEXT)
 _TAG_PAIR = re.compile(r'"(\w+)":"?([^",]*)"?')
@@ -435,6 +444,7 @@ def _ids_in(match: re.Match | None) -> tuple[int | None, int | None]:
 
 
 def _slow_bracket_or_istio(line: bytes) -> _Slow | None:
+    source: str | None
     m = _BRACKET.match(line)
     if m:
         ts, thread, level, logger, source = (_text(g) for g in m.groups())
@@ -443,7 +453,8 @@ def _slow_bracket_or_istio(line: bytes) -> _Slow | None:
         m = _ISTIO.match(line)
         if not m:
             return None
-        ts, level, logger, source = (_text(g) if g is not None else None for g in m.groups())
+        ts, level, logger = _text(m[1]), _text(m[2]), _text(m[3])
+        source = None if m[4] is None else _text(m[4])  # optional in _ISTIO
         thread, istio = None, True
     ids = _IDS_B.match(line, m.end())
     conn, stream = _ids_in(ids)
@@ -459,7 +470,7 @@ def _slow_json(line: bytes) -> _Slow | None:
     if not isinstance(obj, dict):
         return None
     ts, level, logger = obj.get("timestamp", obj.get("time")), obj.get("level"), obj.get("logger", obj.get("name"))
-    if not all(isinstance(v, str) and v for v in (ts, level, logger)):
+    if not (isinstance(ts, str) and isinstance(level, str) and isinstance(logger, str) and ts and level and logger):
         return None
     source = obj.get("source")
     if source is None and obj.get("file") is not None:
@@ -667,7 +678,7 @@ def _parse_block(buf: np.ndarray, n: int, first_line: int, headers: _Headers) ->
 def _decoder(body: np.ndarray):
     """A function (starts, ends) -> list of str slices of ``body``, bad bytes as U+FFFD."""
     try:
-        text = str(body, "ascii")  # the common case: offsets in bytes are offsets in text
+        text = str(body.data, "ascii")  # the common case: offsets in bytes are offsets in text
     except UnicodeDecodeError:
         raw = body.tobytes()
         return lambda a, b: [raw[i:j].decode("utf-8", "replace") for i, j in zip(a.tolist(), b.tolist())]
@@ -680,7 +691,16 @@ def _decoder(body: np.ndarray):
 # The row arrays of _parse_block with no rows: an empty input takes the same path as any other.
 _NO_ROWS = {
     key: np.empty(0, dtype)
-    for key, dtype in [("ns", np.int64), ("header", np.int64), ("conn", np.uint64), ("has_conn", bool), ("stream", np.uint64), ("has_stream", bool), ("message", object), ("line_no", np.int64)]
+    for key, dtype in [
+        ("ns", np.int64),
+        ("header", np.int64),
+        ("conn", np.uint64),
+        ("has_conn", bool),
+        ("stream", np.uint64),
+        ("has_stream", bool),
+        ("message", object),
+        ("line_no", np.int64),
+    ]
 }
 
 
@@ -698,7 +718,9 @@ def parse_envoy_log(source: Source) -> pd.DataFrame:
     no record have a null ``level``; ``df.attrs["unparsed"]`` counts them.
 
     Example:
-        >>> df = parse_envoy_log('[2026-11-26 06:10:01.123][7][debug][http] [source/common/http/conn_manager_impl.cc:393] [Tags: "ConnectionId":"5"] new stream')
+        >>> line = ('[2026-11-26 06:10:01.123][7][debug][http] [source/common/http/conn_manager_impl.cc:393] '
+        ...         '[Tags: "ConnectionId":"5"] new stream')
+        >>> df = parse_envoy_log(line)
         >>> df.loc[0, "logger"], int(df.loc[0, "connection_id"]), df.loc[0, "message"]
         ('http', 5, 'new stream')
     """
