@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,38 +39,36 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("destructive") is not None)
 
 
-@pytest.fixture(scope="session")
-def lab_info():
-    """The running lab (up once per session; down at the end, whatever happened)."""
+@contextmanager
+def _new_lab():
+    """A lab built from nothing (whatever an earlier, killed run left is gone), down afterwards whatever happens."""
     from tproxy_nb import lab
 
-    # A fresh lab per session: whatever an earlier, killed run left (rules, accounts, Envoys) is gone.
-    # (Repairing a half-dead lab in place is tested on its own lab: see fresh_lab.)
     lab.down()
     info = lab.up()
     try:
         yield info
     finally:
         lab.down()
+
+
+@pytest.fixture(scope="session")
+def lab_info():
+    """The running lab (up once per session; down at the end, whatever happened)."""
+    with _new_lab() as info:
+        yield info
 
 
 @pytest.fixture
 def fresh_lab(request):
     """A lab of the test's own, for a test marked ``destructive`` (it may break it or take it down).
 
-    Built from nothing, so it does not depend on what an earlier test left; taken down afterwards.
     Destructive tests run after all others, so the session's lab (``lab_info``, ``host``) is not used again.
     """
-    from tproxy_nb import lab
-
     if request.node.get_closest_marker("destructive") is None:
         pytest.fail("fresh_lab replaces the session's lab: mark the test @pytest.mark.destructive")
-    lab.down()
-    info = lab.up()
-    try:
+    with _new_lab() as info:
         yield info
-    finally:
-        lab.down()
 
 
 @pytest.fixture(scope="session")
