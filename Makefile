@@ -9,7 +9,7 @@ APT_PKGS := iproute2 iptables nftables openssh-server sudo curl python3-venv
 APT_TEST_PKGS := chromium chromium-driver
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test bench system system-test apt venv lab-down clean
+.PHONY: run test lint bench system system-test apt venv lab-down clean
 
 system:
 	@$(MAKE) --no-print-directory apt PKGS="$(APT_PKGS)"
@@ -31,7 +31,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: system-test $(STAMP)
+# The linter, the formatter's check and the type checker run first; any finding fails the build.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: system-test lint
 	$(PY) -m pytest -p no:cacheprovider
 
 run: system $(STAMP)

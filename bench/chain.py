@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from tproxy_nb import lab
-from tproxy_nb.steps import chain, check
 from tproxy_nb.settings import Settings
+from tproxy_nb.steps import chain, check
 
 
 def proxied_vs_direct(repeat: int = 20) -> dict:
@@ -29,9 +29,13 @@ def proxied_vs_direct(repeat: int = 20) -> dict:
     for case in proxied["case"].unique():
         p = float(proxied.loc[proxied["case"] == case, "time_total"].median()) * 1000
         d = float(direct.loc[direct["case"] == case, "time_total"].median()) * 1000
-        out["cases"][case] = {"proxied_median_ms": round(p, 3), "direct_median_ms": round(d, 3),
-                              "ratio": round(p / d, 2) if d else None, "added_ms": round(p - d, 3),
-                              "outcomes": proxied.loc[proxied["case"] == case, "outcome"].value_counts().to_dict()}
+        out["cases"][case] = {
+            "proxied_median_ms": round(p, 3),
+            "direct_median_ms": round(d, 3),
+            "ratio": round(p / d, 2) if d else None,
+            "added_ms": round(p - d, 3),
+            "outcomes": proxied.loc[proxied["case"] == case, "outcome"].value_counts().to_dict(),
+        }
     return out
 
 
@@ -52,9 +56,13 @@ def cycles(n: int = 20) -> dict:
         remaining = lab.leftovers(s)
         left.append(remaining)
         print(f"cycle {i + 1}/{n}: {times[-1]:.1f} s, outcomes {outcomes}, leftovers {remaining or 'none'}")
-    return {"cycles": n, "seconds_per_cycle": [round(t, 2) for t in times],
-            "median_s": round(sorted(times)[n // 2], 2), "leftovers": left,
-            "clean": all(not x for x in left)}
+    return {
+        "cycles": n,
+        "seconds_per_cycle": [round(t, 2) for t in times],
+        "median_s": round(sorted(times)[n // 2], 2),
+        "leftovers": left,
+        "clean": all(not x for x in left),
+    }
 
 
 def main(out_dir: Path, repeat: int = 20, n_cycles: int = 20) -> None:

@@ -1,7 +1,8 @@
 """Shared fixtures: one lab per test session, a Host connected to it, default settings.
 
 Tests that touch a host are marked ``lab``; they need root and network namespaces.
-The lab is brought down when the session ends, even when tests fail.
+The lab is brought down when the session ends, even when tests fail. Tests marked ``destructive``
+(they break or remove the lab) get their own (``fresh_lab``) and run after all the others.
 """
 
 from __future__ import annotations
@@ -9,11 +10,15 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# pytester runs a small pytest session inside a test (test_destructive_order.py checks the ordering hook with it).
+pytest_plugins = ["pytester"]
 
 
 def _lab_possible() -> str | None:
@@ -30,21 +35,40 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "lab" in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=why))
+    # Tests that take the lab down run after every test that shares it, whatever their file names.
+    items.sort(key=lambda item: item.get_closest_marker("destructive") is not None)
 
 
-@pytest.fixture(scope="session")
-def lab_info():
-    """The running lab (up once per session; down at the end, whatever happened)."""
+@contextmanager
+def _new_lab():
+    """A lab built from nothing (whatever an earlier, killed run left is gone), down afterwards whatever happens."""
     from tproxy_nb import lab
 
-    # A fresh lab per session: whatever an earlier, killed run left (rules, accounts, Envoys) is gone.
-    # (Repairing a half-dead lab in place is tested on its own, in test_zy_cycles_lab.py.)
     lab.down()
     info = lab.up()
     try:
         yield info
     finally:
         lab.down()
+
+
+@pytest.fixture(scope="session")
+def lab_info():
+    """The running lab (up once per session; down at the end, whatever happened)."""
+    with _new_lab() as info:
+        yield info
+
+
+@pytest.fixture
+def fresh_lab(request):
+    """A lab of the test's own, for a test marked ``destructive`` (it may break it or take it down).
+
+    Destructive tests run after all others, so the session's lab (``lab_info``, ``host``) is not used again.
+    """
+    if request.node.get_closest_marker("destructive") is None:
+        pytest.fail("fresh_lab replaces the session's lab: mark the test @pytest.mark.destructive")
+    with _new_lab() as info:
+        yield info
 
 
 @pytest.fixture(scope="session")

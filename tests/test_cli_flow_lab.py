@@ -23,11 +23,21 @@ def test_readme_flow_then_remove(lab_info, host):
     p = cli("check", "--json")
     assert p.returncode == 0, p.stderr
     got = {r["case"]: (r["outcome"], r["http_code"], r["exit_code"]) for r in json.loads(p.stdout)}
-    assert got == {"http allowed": ("allowed", 200, 0), "http denied": ("denied", 403, 0),
-                   "https allowed": ("allowed", 200, 0), "https denied": ("reset", None, 35)}
+    assert got == {
+        "http allowed": ("allowed", 200, 0),
+        "http denied": ("denied", 403, 0),
+        "https allowed": ("allowed", 200, 0),
+        "https denied": ("reset", None, 35),
+    }
     t = cli("trace")
     assert t.returncode == 0, t.stderr
-    for step in ("ClientHello", "sends CONNECT", "RBAC denied", "403 with connection: close", "Connection reset by peer"):
+    for step in (
+        "ClientHello",
+        "sends CONNECT",
+        "RBAC denied",
+        "403 with connection: close",
+        "Connection reset by peer",
+    ):
         assert step in t.stdout, (step, t.stdout)
     assert t.stdout.index("RBAC denied") < t.stdout.index("Connection reset by peer")
     assert cli("trace", "ftp denied").returncode == 2

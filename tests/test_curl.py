@@ -20,16 +20,19 @@ def test_four_cases_follow_the_settings():
     assert [c.expected for c in flipped] == ["allowed"] * 4
 
 
-@pytest.mark.parametrize("code,exit_code,error,outcome", [
-    (200, 0, None, "allowed"),
-    (204, 0, None, "allowed"),
-    (403, 0, None, "denied"),
-    (0, 35, "curl: (35) Recv failure: Connection reset by peer", "reset"),
-    (0, 56, "curl: (56) Recv failure: Connection reset by peer", "reset"),
-    (0, 7, "curl: (7) Failed to connect", "error"),
-    (503, 0, None, "error"),
-    (0, 28, "curl: (28) Operation timed out", "error"),
-])
+@pytest.mark.parametrize(
+    "code,exit_code,error,outcome",
+    [
+        (200, 0, None, "allowed"),
+        (204, 0, None, "allowed"),
+        (403, 0, None, "denied"),
+        (0, 35, "curl: (35) Recv failure: Connection reset by peer", "reset"),
+        (0, 56, "curl: (56) Recv failure: Connection reset by peer", "reset"),
+        (0, 7, "curl: (7) Failed to connect", "error"),
+        (503, 0, None, "error"),
+        (0, 28, "curl: (28) Operation timed out", "error"),
+    ],
+)
 def test_classify(code, exit_code, error, outcome):
     assert classify(code, exit_code, error) == outcome
 
@@ -45,7 +48,9 @@ def test_parse_output_splits_body_and_json():
 
 
 def test_parse_output_keeps_the_error_of_a_reset():
-    rec = parse_output(MARKER + json.dumps({"http_code": 0, "exitcode": 35}), "curl: (35) Recv failure: Connection reset by peer\n", 35)
+    rec = parse_output(
+        MARKER + json.dumps({"http_code": 0, "exitcode": 35}), "curl: (35) Recv failure: Connection reset by peer\n", 35
+    )
     assert rec["exit_code"] == 35 and "reset by peer" in rec["error"]
 
 
@@ -55,22 +60,58 @@ def test_garbage_output_does_not_raise():
 
 
 def test_phases_are_derived_like_httpstat():
-    df = to_frame([{"case": "https allowed", "run": 0, "outcome": "allowed", "time_namelookup": 0.001, "time_connect": 0.003,
-                    "time_appconnect": 0.010, "time_pretransfer": 0.011, "time_starttransfer": 0.020, "time_total": 0.021}])
+    df = to_frame(
+        [
+            {
+                "case": "https allowed",
+                "run": 0,
+                "outcome": "allowed",
+                "time_namelookup": 0.001,
+                "time_connect": 0.003,
+                "time_appconnect": 0.010,
+                "time_pretransfer": 0.011,
+                "time_starttransfer": 0.020,
+                "time_total": 0.021,
+            }
+        ]
+    )
     p = phases(df).iloc[0]
     assert p["dns"] == pytest.approx(1.0) and p["connect"] == pytest.approx(2.0)
     assert p["tls"] == pytest.approx(7.0) and p["server"] == pytest.approx(9.0) and p["transfer"] == pytest.approx(1.0)
 
 
 def test_http_has_no_tls_phase():
-    df = to_frame([{"case": "http allowed", "time_namelookup": 0.001, "time_connect": 0.002, "time_appconnect": 0.0,
-                    "time_pretransfer": 0.002, "time_starttransfer": 0.004, "time_total": 0.004}])
+    df = to_frame(
+        [
+            {
+                "case": "http allowed",
+                "time_namelookup": 0.001,
+                "time_connect": 0.002,
+                "time_appconnect": 0.0,
+                "time_pretransfer": 0.002,
+                "time_starttransfer": 0.004,
+                "time_total": 0.004,
+            }
+        ]
+    )
     assert phases(df).iloc[0]["tls"] == 0
 
 
 def test_json_records_have_the_documented_fields():
-    df = to_frame([{"case": "http denied", "url": "http://www.lyft.com/", "outcome": "denied", "expected": "denied",
-                    "http_code": 403, "exit_code": 0, "error": None, "time_total": 0.002}])
+    df = to_frame(
+        [
+            {
+                "case": "http denied",
+                "url": "http://www.lyft.com/",
+                "outcome": "denied",
+                "expected": "denied",
+                "http_code": 403,
+                "exit_code": 0,
+                "error": None,
+                "time_total": 0.002,
+            }
+        ]
+    )
     rec = to_records(df)[0]
     assert rec["case"] == "http denied" and rec["http_code"] == 403 and rec["error"] is None
     assert rec["timings"]["time_total"] == 0.002

@@ -25,12 +25,15 @@ def test_timeout_wraps_outermost():
     assert "sudo -n" in cmd
 
 
-@pytest.mark.parametrize("target,expected", [
-    ("admin@198.18.0.2", ("admin", "198.18.0.2", None)),
-    ("admin@198.18.0.2:2222", ("admin", "198.18.0.2", 2222)),
-    ("ec2-box", (None, "ec2-box", None)),
-    ("root@[2001:db8::1]:22", ("root", "2001:db8::1", 22)),
-])
+@pytest.mark.parametrize(
+    "target,expected",
+    [
+        ("admin@198.18.0.2", ("admin", "198.18.0.2", None)),
+        ("admin@198.18.0.2:2222", ("admin", "198.18.0.2", 2222)),
+        ("ec2-box", (None, "ec2-box", None)),
+        ("root@[2001:db8::1]:22", ("root", "2001:db8::1", 22)),
+    ],
+)
 def test_parse_target(target, expected):
     assert parse_target(target) == expected
 

@@ -11,11 +11,11 @@ import time
 
 import pytest
 
+from tproxy_nb.errors import StepError
 from tproxy_nb.render import firewall as fw
 from tproxy_nb.render import iptables_save as ips
 from tproxy_nb.steps import firewall as ipt
 from tproxy_nb.steps import guard
-from tproxy_nb.errors import StepError
 
 pytestmark = pytest.mark.lab
 
@@ -42,7 +42,12 @@ def pristine(host):
     yield
     # A full restore (no --noflush) of the saved tables, plus empty nat/filter where the save had
     # none (nft creates tables lazily), undoes whatever the test or a failure left behind.
-    host.run(["iptables-restore"], sudo=True, stdin=guard.rollback_text(before, "*nat\nCOMMIT\n*filter\nCOMMIT\n"), timeout=60)
+    host.run(
+        ["iptables-restore"],
+        sudo=True,
+        stdin=guard.rollback_text(before, "*nat\nCOMMIT\n*filter\nCOMMIT\n"),
+        timeout=60,
+    )
     assert ips.ruleset_diff(ips.parse_save(before), ips.parse_save(save(host))) == []
 
 
@@ -151,8 +156,14 @@ def test_remove_deletes_only_ours(host, settings, pristine):
     had = [line for line in before.splitlines() if line.startswith("-A OUTPUT")]
     assert had[-1] == f"-A OUTPUT {FOREIGN_BEFORE}"
     assert output == [f"-A OUTPUT {FOREIGN_INSERTED}", *had, f"-A OUTPUT {FOREIGN_APPENDED}"]
-    others = "\n".join(line for line in after.splitlines()
-                       if line not in (f"-A OUTPUT {FOREIGN_INSERTED}", f"-A OUTPUT {FOREIGN_APPENDED}")) + "\n"
+    others = (
+        "\n".join(
+            line
+            for line in after.splitlines()
+            if line not in (f"-A OUTPUT {FOREIGN_INSERTED}", f"-A OUTPUT {FOREIGN_APPENDED}")
+        )
+        + "\n"
+    )
     assert others == before
     assert "tproxy-nb" not in after and "ENVOY_EGRESS" not in after
 

@@ -10,13 +10,15 @@ import pytest
 
 from tproxy_nb import lab
 from tproxy_nb.errors import CommandError, CommandTimeout, ConnectError, HostKeyError
-from tproxy_nb.remote.host import Host, fingerprint, fetch_host_key
+from tproxy_nb.remote.host import Host, fetch_host_key, fingerprint
 
 pytestmark = pytest.mark.lab
 
 
 def test_status_json_has_the_documented_fields(lab_info):
-    out = subprocess.run([sys.executable, "-m", "tproxy_nb.cli", "lab", "status", "--json"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "tproxy_nb.cli", "lab", "status", "--json"], capture_output=True, text=True, check=True
+    )
     data = json.loads(out.stdout)
     for key in ("host", "port", "user", "key_file", "host_key_fingerprint", "namespaces", "healthy"):
         assert key in data
@@ -142,7 +144,14 @@ def test_trust_host_key_adds_only_the_expected_key(lab_info, tmp_path):
 
 
 def test_closed_port_is_a_clear_error(lab_info, closed_port):
-    h = Host("127.0.0.1", user="nobody", port=closed_port, key_file=lab_info.key_file, known_hosts=lab_info.known_hosts, connect_timeout=2)
+    h = Host(
+        "127.0.0.1",
+        user="nobody",
+        port=closed_port,
+        key_file=lab_info.key_file,
+        known_hosts=lab_info.known_hosts,
+        connect_timeout=2,
+    )
     with pytest.raises(ConnectError, match="Cannot connect to 127.0.0.1"):
         h.run("true")
 

@@ -83,9 +83,13 @@ def test_imports_point_down_only(path):
     assert "cli" not in imported or layer == "__main__", f"{path.name} imports the CLI"
     if layer in ALLOWED:
         wrong = imported - ALLOWED[layer]
-        assert not wrong, f"{path.relative_to(PACKAGE)} ({layer}) imports {sorted(wrong)}; allowed: {sorted(ALLOWED[layer])}"
+        assert not wrong, (
+            f"{path.relative_to(PACKAGE)} ({layer}) imports {sorted(wrong)}; allowed: {sorted(ALLOWED[layer])}"
+        )
     elif layer in BASE:
-        assert imported <= {"errors"}, f"{path.name} is a base module and may import only errors, not {sorted(imported)}"
+        assert imported <= {"errors"}, (
+            f"{path.name} is a base module and may import only errors, not {sorted(imported)}"
+        )
 
 
 def test_only_remote_imports_paramiko():
@@ -105,9 +109,11 @@ def _third_party(path: Path) -> set[str]:
 
 def test_rendering_and_parsing_load_neither_pandas_nor_paramiko():
     # Rendering a config must work where only pyyaml is installed; the markers likewise.
-    code = ("import sys; import tproxy_nb.render.envoy, tproxy_nb.render.firewall, tproxy_nb.render.certs, "
-            "tproxy_nb.render.iptables_save, tproxy_nb.marks; "
-            "print(sorted(m for m in ('pandas', 'paramiko', 'matplotlib') if m in sys.modules))")
+    code = (
+        "import sys; import tproxy_nb.render.envoy, tproxy_nb.render.firewall, tproxy_nb.render.certs, "
+        "tproxy_nb.render.iptables_save, tproxy_nb.marks; "
+        "print(sorted(m for m in ('pandas', 'paramiko', 'matplotlib') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

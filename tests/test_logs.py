@@ -143,7 +143,10 @@ def test_istio_format_reads_thread_from_the_tail():
 
 
 def test_istio_single_line_record():
-    text = "2024-01-15T10:00:00.123456Z\tdebug\tenvoy http external/envoy/source/common/http/conn_manager_impl.cc:329\t[C5][S123] new stream\tthread=21\n"
+    text = (
+        "2024-01-15T10:00:00.123456Z\tdebug\tenvoy http external/envoy/source/common/http/conn_manager_impl.cc:329"
+        "\t[C5][S123] new stream\tthread=21\n"
+    )
     row = parse_envoy_log(text).iloc[0]
     assert (row["logger"], row["thread"], row["connection_id"], row["stream_id"]) == ("http", 21, 5, 123)
     assert row["source"] == "external/envoy/source/common/http/conn_manager_impl.cc:329"
@@ -156,7 +159,9 @@ def test_json_capture_mixes_default_lines_then_json():
     assert df.attrs["unparsed"] == 0
     assert df["level"].notna().all()
     first, later = df.iloc[0], _row(df, _first_line(df, "enforced denied, matched policy none"))
-    assert first["message"].startswith("initializing epoch 0")  # Envoy logs in its default format until the bootstrap is read
+    assert first["message"].startswith(
+        "initializing epoch 0"
+    )  # Envoy logs in its default format until the bootstrap is read
     assert later["logger"] == "rbac" and later["thread"] == 13629
     assert later["source"] == "source/extensions/filters/http/rbac/rbac_filter.cc:233"
     headers = _row(df, _first_line(df, "':authority', 'www.lyft.com'"))
@@ -171,7 +176,11 @@ def test_json_alternative_keys_and_ids_in_the_message():
     )
     row = parse_envoy_log(text).iloc[0]
     assert row["timestamp"] == pd.Timestamp("2026-11-26 06:10:01.123")
-    assert (row["thread"], row["logger"], row["source"]) == (1234, "http", "source/common/http/conn_manager_impl.cc:393")
+    assert (row["thread"], row["logger"], row["source"]) == (
+        1234,
+        "http",
+        "source/common/http/conn_manager_impl.cc:393",
+    )
     assert (row["connection_id"], row["stream_id"]) == (5, 18446744073709551615)
     assert row["message"] == "new stream"
 
@@ -179,7 +188,8 @@ def test_json_alternative_keys_and_ids_in_the_message():
 def test_stream_ids_above_2_63_are_exact():
     ids = [11844475217532491040, 18446744073709551615, 9223372036854775808]
     text = "".join(
-        f'[2026-11-26 06:10:01.123][7][debug][http] [source/common/http/conn_manager_impl.cc:393] [Tags: "ConnectionId":"5","StreamId":"{i}"] x\n'
+        "[2026-11-26 06:10:01.123][7][debug][http] [source/common/http/conn_manager_impl.cc:393] "
+        f'[Tags: "ConnectionId":"5","StreamId":"{i}"] x\n'
         for i in ids
     )
     df = parse_envoy_log(text)
@@ -189,11 +199,16 @@ def test_stream_ids_above_2_63_are_exact():
 
 def test_unusual_tags_and_microseconds_take_the_slow_path_with_the_same_answer():
     text = (
-        '[2026-11-26 06:10:01.123456][7][debug][http] [source/common/http/conn_manager_impl.cc:393] [Tags: "ConnectionId":"5","StreamId":"6"] a\n'
-        '[2026-11-26 06:10:01.124][7][debug][http] [source/common/http/conn_manager_impl.cc:393] [Tags: "StreamId":"6","ConnectionId":"5"] b\n'
+        "[2026-11-26 06:10:01.123456][7][debug][http] [source/common/http/conn_manager_impl.cc:393] "
+        '[Tags: "ConnectionId":"5","StreamId":"6"] a\n'
+        "[2026-11-26 06:10:01.124][7][debug][http] [source/common/http/conn_manager_impl.cc:393] "
+        '[Tags: "StreamId":"6","ConnectionId":"5"] b\n'
     )
     df = parse_envoy_log(text)
-    assert df["timestamp"].tolist() == [pd.Timestamp("2026-11-26 06:10:01.123456"), pd.Timestamp("2026-11-26 06:10:01.124")]
+    assert df["timestamp"].tolist() == [
+        pd.Timestamp("2026-11-26 06:10:01.123456"),
+        pd.Timestamp("2026-11-26 06:10:01.124"),
+    ]
     assert df["connection_id"].tolist() == [5, 5] and df["stream_id"].tolist() == [6, 6]
     assert df["message"].tolist() == ["a", "b"]
 
@@ -202,7 +217,8 @@ def test_unusual_tags_and_microseconds_take_the_slow_path_with_the_same_answer()
 
 MIXED = (
     b"garbage before the first record\n"
-    b'[2026-11-26 06:10:01.123][21][debug][http] [source/common/http/conn_manager_impl.cc:393] [Tags: "ConnectionId":"5","StreamId":"11844475217532491040"] request headers complete (end_stream=true):\n'
+    b"[2026-11-26 06:10:01.123][21][debug][http] [source/common/http/conn_manager_impl.cc:393] "
+    b'[Tags: "ConnectionId":"5","StreamId":"11844475217532491040"] request headers complete (end_stream=true):\n'
     b"':authority', 'www.google.com'\n"
     b"':path', '/'\n"
     b"\n"
@@ -213,7 +229,8 @@ MIXED = (
     b"{\n"
     b'{"level":"info","time":"2024-01-15T10:00:00Z","msg":"pilot-agent, no logger"}\n'
     b"\xff\xfe not utf-8 \xc3\n"
-    b'[2026-11-26 06:10:01.125][22][debug][rbac] [source/extensions/filters/http/rbac/rbac_filter.cc:218] checking request: sourceIP: 198.18.0.2:43210\n'
+    b"[2026-11-26 06:10:01.125][22][debug][rbac] [source/extensions/filters/http/rbac/rbac_filter.cc:218] "
+    b"checking request: sourceIP: 198.18.0.2:43210\n"
     b"bad bytes \xff inside a record\n"
 )
 
@@ -253,7 +270,7 @@ def test_empty_input_gives_an_empty_typed_frame(empty):
 
 def test_random_bytes_never_raise():
     rng = random.Random(7)
-    alphabet = b"[]{}\n\t \"0123456789-:.TZCS" + bytes(range(256))
+    alphabet = b'[]{}\n\t "0123456789-:.TZCS' + bytes(range(256))
     for _ in range(30):
         blob = bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 400)))
         df = parse_envoy_log(blob + MIXED[: rng.randint(0, len(MIXED))])
@@ -334,9 +351,11 @@ def test_rbac_verdicts_follow_their_thread_not_the_line_before():
     big = 17390778330029367251
     text = "".join(
         [
-            _header("01.001", 21, "http", HCM) + f'[Tags: "ConnectionId":"1","StreamId":"{big}"] request headers complete (end_stream=true):\n',
+            _header("01.001", 21, "http", HCM)
+            + f'[Tags: "ConnectionId":"1","StreamId":"{big}"] request headers complete (end_stream=true):\n',
             "':authority', 'www.google.com'\n\n",
-            _header("01.002", 22, "http", HCM) + '[Tags: "ConnectionId":"2","StreamId":"42"] request headers complete (end_stream=true):\n',
+            _header("01.002", 22, "http", HCM)
+            + '[Tags: "ConnectionId":"2","StreamId":"42"] request headers complete (end_stream=true):\n',
             "':authority', 'www.lyft.com'\n\n",
             _header("01.003", 22, "rbac", HTTP_RBAC) + "enforced denied, matched policy none\n",
             _header("01.004", 21, "rbac", HTTP_RBAC) + "shadow denied, matched policy shadow-deny-lyft\n",
@@ -378,7 +397,12 @@ def test_rbac_in_the_real_capture():
 def test_rbac_old_wording_has_no_policy():
     got = rbac_decisions(parse_envoy_log(BRACKETS))
     assert got["policy"].isna().all()
-    assert got["decision"].value_counts().to_dict() == {"shadow allowed": 4, "allowed": 4, "shadow denied": 2, "denied": 3}
+    assert got["decision"].value_counts().to_dict() == {
+        "shadow allowed": 4,
+        "allowed": 4,
+        "shadow denied": 2,
+        "denied": 3,
+    }
 
 
 # ---------------------------------------------------------------- responses and connections
@@ -401,7 +425,9 @@ def test_connections_in_the_real_capture():
     assert got.loc[1, "direction"] == "downstream" and got.loc[1, "remote_address"] == "127.0.0.1:60262"
     assert got.loc[1, "upstream_connection_id"] == 2
     assert got.loc[2, "direction"] == "upstream" and got.loc[2, "remote_address"] == "127.0.0.1:19081"
-    assert got.loc[5, "streams"] == 2 and got.loc[5, "upstream_connection_id"] == 2  # keep-alive: both requests reuse C2
+    assert (
+        got.loc[5, "streams"] == 2 and got.loc[5, "upstream_connection_id"] == 2
+    )  # keep-alive: both requests reuse C2
     assert got.loc[6, "close_reason"] == "local close; connection close header"
     assert got.loc[8, "close_reason"] == "remote close; delayed connect error: Connection refused"
     assert got.loc[9, "upstream_connection_id"] == 10  # tcp_proxy logs the same "Attached ..." line
@@ -435,7 +461,14 @@ def test_access_log_capture():
     got = parse_access_log(ACCESS)
     assert list(got.columns)[: len(ACCESS_LOG_FORMAT)] == list(ACCESS_LOG_FORMAT)
     assert got.attrs["unparsed"] == 0
-    assert got["authority"].tolist() == ["www.google.com", "www.lyft.com", "www.google.com", "www.google.com", "www.lyft.com", "www.google.com"]
+    assert got["authority"].tolist() == [
+        "www.google.com",
+        "www.lyft.com",
+        "www.google.com",
+        "www.google.com",
+        "www.lyft.com",
+        "www.google.com",
+    ]
     assert got["response_code"].tolist() == [200, 403, 200, 200, 403, 503]
     assert got["response_code_details"].iloc[1] == "rbac_access_denied_matched_policy[none]"
     assert got["upstream_connection_id"].iloc[1] is pd.NA  # Envoy prints 0 when no upstream was used
@@ -453,7 +486,10 @@ def test_access_log_from_text_and_binary_file_objects():
 
 
 def test_access_log_skips_and_counts_other_lines():
-    text = '{"start_time":"2026-11-26T06:09:47.414Z","connection_id":18446744073709551615,"response_code":"200"}\nnot json\n[1,2]\n\n'
+    text = (
+        '{"start_time":"2026-11-26T06:09:47.414Z","connection_id":18446744073709551615,"response_code":"200"}\n'
+        "not json\n[1,2]\n\n"
+    )
     got = parse_access_log(text)
     assert got.attrs["unparsed"] == 2
     assert got["connection_id"].tolist() == [18446744073709551615]

@@ -4,7 +4,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from tproxy_nb.analysis import curl  # noqa: E402
@@ -18,21 +17,39 @@ def _runs(scale: float, outcomes=("allowed", "denied", "allowed", "reset"), n=3)
     for run in range(n):
         for i, (case, outcome) in enumerate(zip(CASES, outcomes)):
             base = scale * (i + 1) / 1000
-            rows.append({"case": case, "run": run, "outcome": outcome, "time_namelookup": base * 0.1, "time_connect": base * 0.2,
-                         "time_appconnect": base * 0.5 if "https" in case else 0.0, "time_pretransfer": base * 0.6,
-                         "time_starttransfer": base * 0.9, "time_total": base})
+            rows.append(
+                {
+                    "case": case,
+                    "run": run,
+                    "outcome": outcome,
+                    "time_namelookup": base * 0.1,
+                    "time_connect": base * 0.2,
+                    "time_appconnect": base * 0.5 if "https" in case else 0.0,
+                    "time_pretransfer": base * 0.6,
+                    "time_starttransfer": base * 0.9,
+                    "time_total": base,
+                }
+            )
     return curl.to_frame(rows)
 
 
 def test_phase_breakdown_stacks_every_phase_for_every_case():
     fig = plots.phase_breakdown(curl.phases(_runs(10)))
     ax = fig.axes[0]
-    assert len(ax.patches) == len(CASES) * len(curl.PHASES)
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(curl.PHASES)
-    widths = [p.get_width() for p in ax.patches]
-    # The last case's stack: 40 ms total less the 4 ms between TLS done and pretransfer,
-    # which httpstat's phases do not count.
-    assert sum(widths[3::4]) == pytest.approx(36.0)
+    # Worked out by hand from _runs (cases take 10, 20, 30, 40 ms; TLS only for HTTPS), in milliseconds:
+    expected = {
+        "dns": [1, 2, 3, 4],
+        "connect": [1, 2, 3, 4],
+        "tls": [0, 0, 9, 12],
+        "server": [3, 6, 9, 12],
+        "transfer": [1, 2, 3, 4],
+    }
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(expected)
+    assert [t.get_text() for t in ax.get_yticklabels()] == CASES
+    assert [p.get_width() for p in ax.patches] == pytest.approx(sum(expected.values(), []))
+    # Stacked: each case's last bar ends at its total less the time between connect (or TLS) done and
+    # pretransfer, which httpstat's phases do not count.
+    assert [p.get_x() + p.get_width() for p in ax.patches[-4:]] == pytest.approx([6, 12, 27, 36])
 
 
 def test_timing_distribution_has_a_dot_per_request():

@@ -35,22 +35,25 @@ def test_missing_file_says_what_to_do(tmp_path):
         load_settings(tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize("text,key", [
-    ("envoy: {user: 'x; rm -rf /'}", "envoy.user"),
-    ("envoy: {uid: 0}", "envoy.uid"),
-    ("envoy: {uid: '2101'}", "envoy.uid"),
-    ("envoy: {uid: true}", "envoy.uid"),
-    ("ports: {tls_redirect: 70000}", "ports.tls_redirect"),
-    ("ports: {tls_redirect: 12003}", "ports.tls_redirect"),
-    ("allowed_hosts: ['www.google.com; reboot']", "allowed_hosts"),
-    ("allowed_hosts: www.google.com", "allowed_hosts"),
-    ("paths: {root: '/opt/x y'}", "paths.root"),
-    ("paths: {root: /etc}", "paths.root"),
-    ("envoy_install: curl", "envoy_install"),
-    ("service: {uid: 2101}", "service.user"),
-    ("colour: blue", "colour"),
-    ("ports: {igww: 1}", "ports.igww"),
-])
+@pytest.mark.parametrize(
+    "text,key",
+    [
+        ("envoy: {user: 'x; rm -rf /'}", "envoy.user"),
+        ("envoy: {uid: 0}", "envoy.uid"),
+        ("envoy: {uid: '2101'}", "envoy.uid"),
+        ("envoy: {uid: true}", "envoy.uid"),
+        ("ports: {tls_redirect: 70000}", "ports.tls_redirect"),
+        ("ports: {tls_redirect: 12003}", "ports.tls_redirect"),
+        ("allowed_hosts: ['www.google.com; reboot']", "allowed_hosts"),
+        ("allowed_hosts: www.google.com", "allowed_hosts"),
+        ("paths: {root: '/opt/x y'}", "paths.root"),
+        ("paths: {root: /etc}", "paths.root"),
+        ("envoy_install: curl", "envoy_install"),
+        ("service: {uid: 2101}", "service.user"),
+        ("colour: blue", "colour"),
+        ("ports: {igww: 1}", "ports.igww"),
+    ],
+)
 def test_bad_values_are_settings_errors_naming_the_key(tmp_path, text, key):
     f = tmp_path / "s.yaml"
     f.write_text(text + "\n")

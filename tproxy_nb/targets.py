@@ -20,8 +20,12 @@ def is_lab(target: str | None) -> bool:
     return (target or LAB).strip() == LAB
 
 
-def connect(target: str | None = LAB, key_file: str | os.PathLike | None = None,
-            known_hosts: str | os.PathLike | None = None, passphrase: str | None = None) -> Host:
+def connect(
+    target: str | None = LAB,
+    key_file: str | os.PathLike | None = None,
+    known_hosts: str | os.PathLike | None = None,
+    passphrase: str | None = None,
+) -> Host:
     """A :class:`Host` for ``target``; for the lab, bring it up first (idempotent).
 
     target: ``"lab"`` (default) or ``"user@host[:port]"`` (an ``~/.ssh/config`` alias works as host).

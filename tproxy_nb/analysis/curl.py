@@ -23,7 +23,14 @@ from ..settings import Settings
 MARKER = "\n__TPROXY_NB_CURL__"
 OUTCOMES = ("allowed", "denied", "reset", "error")
 #: Timing fields of curl's write-out, in seconds.
-TIMING_FIELDS = ("time_namelookup", "time_connect", "time_appconnect", "time_pretransfer", "time_starttransfer", "time_total")
+TIMING_FIELDS = (
+    "time_namelookup",
+    "time_connect",
+    "time_appconnect",
+    "time_pretransfer",
+    "time_starttransfer",
+    "time_total",
+)
 #: Phases derived from those fields as httpstat does.
 PHASES = ("dns", "connect", "tls", "server", "transfer")
 
@@ -86,7 +93,19 @@ def classify(http_code: int | None, exit_code: int, error: str | None = None) ->
 def to_frame(rows: list[dict]) -> pd.DataFrame:
     """Records from :func:`run_case` as a DataFrame with the main columns first."""
     df = pd.DataFrame(rows)
-    first = ["case", "run", "user", "url", "outcome", "expected", "as_expected", "http_code", "exit_code", "error", "local_port"]
+    first = [
+        "case",
+        "run",
+        "user",
+        "url",
+        "outcome",
+        "expected",
+        "as_expected",
+        "http_code",
+        "exit_code",
+        "error",
+        "local_port",
+    ]
     for col in first + list(TIMING_FIELDS):
         if col not in df:
             df[col] = None
@@ -103,13 +122,18 @@ def phases(df: pd.DataFrame) -> pd.DataFrame:
     """
     t = df[list(TIMING_FIELDS)].astype(float).fillna(0.0)
     tls_end = t["time_appconnect"].where(t["time_appconnect"] > 0, t["time_connect"])
-    out = pd.DataFrame({
-        "dns": t["time_namelookup"],
-        "connect": t["time_connect"] - t["time_namelookup"],
-        "tls": tls_end - t["time_connect"],
-        "server": t["time_starttransfer"] - t["time_pretransfer"],
-        "transfer": t["time_total"] - t["time_starttransfer"],
-    }).clip(lower=0) * 1000.0
+    out = (
+        pd.DataFrame(
+            {
+                "dns": t["time_namelookup"],
+                "connect": t["time_connect"] - t["time_namelookup"],
+                "tls": tls_end - t["time_connect"],
+                "server": t["time_starttransfer"] - t["time_pretransfer"],
+                "transfer": t["time_total"] - t["time_starttransfer"],
+            }
+        ).clip(lower=0)
+        * 1000.0
+    )
     keep = [c for c in ("case", "run", "user", "outcome") if c in df]
     return pd.concat([df[keep].reset_index(drop=True), out.reset_index(drop=True)], axis=1)
 

@@ -21,8 +21,14 @@ import numpy as np
 import pandas as pd
 
 from ..render.envoy import ACCESS_LOG_FORMAT  # the json_format the templates render; read back here
-from .logparse import COLUMNS, Source, parse_envoy_log  # re-exported: tproxy_nb.analysis.logs.parse_envoy_log
-from .logparse import _TEXT, _binary, _to_uint  # shared with the access-log reader
+from .logparse import (  # re-exported: tproxy_nb.analysis.logs.parse_envoy_log  # shared with the access-log reader
+    _TEXT,
+    COLUMNS,
+    Source,
+    _binary,
+    _to_uint,
+    parse_envoy_log,
+)
 
 __all__ = [
     "ACCESS_LOG_FORMAT",
@@ -34,8 +40,6 @@ __all__ = [
     "responses",
     "summary",
 ]
-
-
 
 
 # ---------------------------------------------------------------- analysis
@@ -114,7 +118,9 @@ def rbac_decisions(df: pd.DataFrame) -> pd.DataFrame:
         {
             "connection_id": last_stream_conn.where(~network, last_conn)[rows].astype("UInt64"),
             "stream_id": last_stream.where(~network)[rows].astype("UInt64"),
-            "decision": np.where(verdict["mode"][rows] == "shadow", "shadow " + verdict["verdict"][rows], verdict["verdict"][rows]),
+            "decision": np.where(
+                verdict["mode"][rows] == "shadow", "shadow " + verdict["verdict"][rows], verdict["verdict"][rows]
+            ),
             "filter": np.where(network[rows], "network", "http"),
             "timestamp": records["timestamp"][rows],
             "thread": records["thread"][rows],
@@ -149,7 +155,9 @@ def _match_network_peers(verdicts: pd.DataFrame, records: pd.DataFrame, peer: li
             "peer": [p for p in peer if p is not None],
         }
     )
-    matched = pd.merge_asof(left.sort_values("line_no"), opens.sort_values("line_no"), on="line_no", by=["thread", "peer"])
+    matched = pd.merge_asof(
+        left.sort_values("line_no"), opens.sort_values("line_no"), on="line_no", by=["thread", "peer"]
+    )
     matched = matched.dropna(subset=["opened"])
     column = verdicts.columns.get_loc("connection_id")
     verdicts.iloc[matched["row"].to_numpy(), column] = matched["opened"].astype("uint64").to_numpy()
@@ -205,7 +213,10 @@ def responses(df: pd.DataFrame) -> pd.DataFrame:
             "connection_id": sent["connection_id"],
             "stream_id": sent["stream_id"],
             "status": pd.to_numeric(status, errors="coerce").astype("Int64"),
-            "connection_close": sent["message"].str.contains("'connection', 'close'", regex=False).fillna(False).astype(bool),
+            "connection_close": sent["message"]
+            .str.contains("'connection', 'close'", regex=False)
+            .fillna(False)
+            .astype(bool),
             "timestamp": sent["timestamp"],
             "line_no": sent["line_no"],
         }
@@ -279,11 +290,23 @@ def _close_reasons(rows: pd.DataFrame) -> pd.DataFrame:
         }
     )
     parts = out[["kind", "detail"]].astype(object)
-    out["close_reason"] = ["; ".join(p for p in pair if isinstance(p, str)) or None for pair in parts.itertuples(index=False)]
+    out["close_reason"] = [
+        "; ".join(p for p in pair if isinstance(p, str)) or None for pair in parts.itertuples(index=False)
+    ]
     return out[["closed", "close_reason"]]
 
 
-_CONNECTION_COLUMNS = ["connection_id", "direction", "remote_address", "opened", "closed", "close_reason", "upstream_connection_id", "streams", "records"]
+_CONNECTION_COLUMNS = [
+    "connection_id",
+    "direction",
+    "remote_address",
+    "opened",
+    "closed",
+    "close_reason",
+    "upstream_connection_id",
+    "streams",
+    "records",
+]
 
 
 def connections(df: pd.DataFrame) -> pd.DataFrame:
@@ -310,10 +333,21 @@ def connections(df: pd.DataFrame) -> pd.DataFrame:
     rows = records[records["connection_id"].notna()]
     if rows.empty:
         empty = pd.DataFrame({c: pd.Series([], dtype=object) for c in _CONNECTION_COLUMNS})
-        return empty.astype({"connection_id": "UInt64", "upstream_connection_id": "UInt64", "opened": "datetime64[ns]", "closed": "datetime64[ns]", "streams": "int64", "records": "int64"})
+        return empty.astype(
+            {
+                "connection_id": "UInt64",
+                "upstream_connection_id": "UInt64",
+                "opened": "datetime64[ns]",
+                "closed": "datetime64[ns]",
+                "streams": "int64",
+                "records": "int64",
+            }
+        )
     messages = rows["message"]
     groups = rows.groupby("connection_id", sort=True)
-    out = pd.DataFrame({"opened": groups["timestamp"].first(), "records": groups.size(), "streams": groups["stream_id"].nunique()})
+    out = pd.DataFrame(
+        {"opened": groups["timestamp"].first(), "records": groups.size(), "streams": groups["stream_id"].nunique()}
+    )
     out.index = out.index.astype("uint64")
 
     accepted = _starting(messages, "new connection")  # older releases print no peer
@@ -322,7 +356,9 @@ def connections(df: pd.DataFrame) -> pd.DataFrame:
     links = _upstream_links(records)
     upstream = set(links.tolist()) | set(rows.loc[dialed, "connection_id"].astype("uint64").tolist())
     downstream = set(rows.loc[accepted, "connection_id"].astype("uint64").tolist())
-    out["direction"] = ["downstream" if c in downstream else "upstream" if c in upstream else None for c in out.index.tolist()]
+    out["direction"] = [
+        "downstream" if c in downstream else "upstream" if c in upstream else None for c in out.index.tolist()
+    ]
     out["remote_address"] = _first_per_connection(rows, peer)
     out = out.join(_close_reasons(rows))
     out["upstream_connection_id"] = links.reindex(out.index).astype("UInt64")
@@ -352,9 +388,15 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
         ("span_s", (records["timestamp"].max() - records["timestamp"].min()).total_seconds() if len(records) else 0.0),
     ]
     items += [(f"level {level}", int(n)) for level, n in records["level"].value_counts().items()]
-    items += [("connections", int(records["connection_id"].nunique())), ("streams", int(records["stream_id"].nunique()))]
+    items += [
+        ("connections", int(records["connection_id"].nunique())),
+        ("streams", int(records["stream_id"].nunique())),
+    ]
     verdicts = rbac_decisions(df)["decision"].value_counts()
-    items += [(f"rbac {decision}", int(verdicts.get(decision, 0))) for decision in ("allowed", "denied", "shadow allowed", "shadow denied")]
+    items += [
+        (f"rbac {decision}", int(verdicts.get(decision, 0)))
+        for decision in ("allowed", "denied", "shadow allowed", "shadow denied")
+    ]
     statuses = responses(df)["status"].value_counts().sort_index()
     items += [(f"responses {status}", int(n)) for status, n in statuses.items()]
     values = np.empty(len(items), dtype=object)
@@ -405,8 +447,16 @@ def parse_access_log(source: Source) -> pd.DataFrame:
         line_nos.append(number)
     extra = sorted({k for row in rows for k in row} - set(ACCESS_LOG_FORMAT))
     columns = list(ACCESS_LOG_FORMAT) + extra
-    df = pd.DataFrame.from_records(rows, columns=columns) if rows else pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
-    df["start_time"] = pd.to_datetime(df["start_time"], errors="coerce", utc=True, format="ISO8601").dt.tz_convert(None).astype("datetime64[ns]")
+    df = (
+        pd.DataFrame.from_records(rows, columns=columns)
+        if rows
+        else pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
+    )
+    df["start_time"] = (
+        pd.to_datetime(df["start_time"], errors="coerce", utc=True, format="ISO8601")
+        .dt.tz_convert(None)
+        .astype("datetime64[ns]")
+    )
     for name in _ACCESS_IDS:
         df[name] = pd.array([_to_uint(v) if v is not None else None for v in df[name]], dtype="UInt64")
     no_upstream = df["upstream_host"].isna() & df["upstream_connection_id"].eq(0).fillna(False)

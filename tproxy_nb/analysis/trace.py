@@ -56,8 +56,12 @@ SIDECAR_RULES = [
     _r(r"requestedServerName: (\S+)", 2, "inspect", "reads SNI {0} from the ClientHello (not answering it)"),
     _r(r"Creating connection to cluster (\S+)", 3, "upstream", "opens a tunnel to cluster {0}"),
     _r(r"connecting to (\S+)", 3, "upstream", "connects to the gateway at {0} (mTLS)"),
-    _r(r"Attached upstream connection \[C(\d+)\] to downstream connection \[C(\d+)\]", 4, "request",
-       "sends {verb} over upstream C{0} for client C{1}"),
+    _r(
+        r"Attached upstream connection \[C(\d+)\] to downstream connection \[C(\d+)\]",
+        4,
+        "request",
+        "sends {verb} over upstream C{0} for client C{1}",
+    ),
     _r(r"request headers complete", 4, "request", "reads the client's HTTP request"),
     _r(r"router decoding headers", 4, "request", "forwards the request to the gateway"),
     _r(r"upstream headers complete", 9, "response", "gets the gateway's response"),
@@ -108,40 +112,89 @@ def _events(debug: pd.DataFrame, process: str, conn_ids: set[int], rules: list[_
     ids = list(conn_ids)
     # Records that name our connections in their text ("Attached upstream connection [C8] to ... [C7]")
     # carry no id tag; they belong here too.
-    named = debug["connection_id"].isna() & debug["message"].str.contains("|".join(rf"\[C{i}\]" for i in ids), regex=True)
+    named = debug["connection_id"].isna() & debug["message"].str.contains(
+        "|".join(rf"\[C{i}\]" for i in ids), regex=True
+    )
     mine = debug[debug["connection_id"].isin(ids) | named]
     for rec in mine.itertuples(index=False):
         conn = rec.connection_id if pd.notna(rec.connection_id) else next(i for i in ids if f"[C{i}]" in rec.message)
         for rule in rules:
             m = rule.pattern.search(rec.message)
             if m:
-                rows.append(_row(rec.timestamp, process, conn, rec.stream_id, rule.stage, rule.kind,
-                                 _label(rule, m, rec.message), rec.line_no, link))
+                rows.append(
+                    _row(
+                        rec.timestamp,
+                        process,
+                        conn,
+                        rec.stream_id,
+                        rule.stage,
+                        rule.kind,
+                        _label(rule, m, rec.message),
+                        rec.line_no,
+                        link,
+                    )
+                )
                 break
     # RBAC lines carry no ids: take the attribution logs.rbac_decisions makes from the thread.
     verdicts = envoy_logs.rbac_decisions(debug)
     for v in verdicts[verdicts["connection_id"].isin(list(conn_ids))].itertuples(index=False):
-        rows.append(_row(v.timestamp, process, v.connection_id, v.stream_id, 6, "verdict",
-                         f"RBAC {v.decision} (policy {v.policy or 'none'})", v.line_no, link))
+        rows.append(
+            _row(
+                v.timestamp,
+                process,
+                v.connection_id,
+                v.stream_id,
+                6,
+                "verdict",
+                f"RBAC {v.decision} (policy {v.policy or 'none'})",
+                v.line_no,
+                link,
+            )
+        )
     # Listener filters (original_dst, tls_inspector) log before the connection has an id: take the
     # nearest such records on the same thread within 50 ms before its first record.
     if not mine.empty and rules is SIDECAR_RULES:
         first = mine.iloc[0]
-        window = debug[(debug["line_no"] < first["line_no"]) & (debug["thread"] == first["thread"])
-                       & debug["connection_id"].isna() & (debug["timestamp"] >= first["timestamp"] - pd.Timedelta(milliseconds=50))]
+        window = debug[
+            (debug["line_no"] < first["line_no"])
+            & (debug["thread"] == first["thread"])
+            & debug["connection_id"].isna()
+            & (debug["timestamp"] >= first["timestamp"] - pd.Timedelta(milliseconds=50))
+        ]
         for rule in rules[1:3]:
             hits = window[window["message"].map(lambda text, r=rule: r.pattern.search(text) is not None)]
             if len(hits):
                 rec = hits.iloc[-1]
                 m = rule.pattern.search(rec["message"])
-                rows.append(_row(rec["timestamp"], process, first["connection_id"], None, rule.stage, rule.kind,
-                                 _label(rule, m, rec["message"]), rec["line_no"], link))
+                assert m is not None  # hits holds only messages it matches
+                rows.append(
+                    _row(
+                        rec["timestamp"],
+                        process,
+                        first["connection_id"],
+                        None,
+                        rule.stage,
+                        rule.kind,
+                        _label(rule, m, rec["message"]),
+                        rec["line_no"],
+                        link,
+                    )
+                )
     return rows
 
 
 def _row(time, process, conn, stream, stage, kind, event, line_no, link) -> dict:
-    return {"time": time, "process": process, "connection_id": conn, "stream_id": stream, "stage": stage,
-            "kind": kind, "event": event, "line_no": line_no, "link": link}
+    return {
+        "time": time,
+        "process": process,
+        "connection_id": conn,
+        "stream_id": stream,
+        "stage": stage,
+        "kind": kind,
+        "event": event,
+        "line_no": line_no,
+        "link": link,
+    }
 
 
 def _gateway_for(side: pd.Series, gateways: dict[str, dict]) -> tuple[str, pd.Series, str] | None:
@@ -164,7 +217,11 @@ def _gateway_for(side: pd.Series, gateways: dict[str, dict]) -> tuple[str, pd.Se
                 return name, hit.iloc[0], "exact: sidecar upstream local address = gateway downstream remote address"
     # The denied CONNECT: Envoy logs no upstream local address. Match authority and time instead.
     sni = side.get("requested_server_name")
-    authority = f"{sni}:{_port(side.get('downstream_local_address'))}" if isinstance(sni, str) and sni else side.get("authority")
+    authority = (
+        f"{sni}:{_port(side.get('downstream_local_address'))}"
+        if isinstance(sni, str) and sni
+        else side.get("authority")
+    )
     best = None
     for name, access in candidates:
         same = access[access["authority"] == authority]
@@ -198,13 +255,17 @@ def trace(curl_row: pd.Series | dict, logs: dict[str, dict]) -> pd.DataFrame:
         return out
     hit = side_access[side_access["downstream_remote_address"].map(_port) == port]
     if hit.empty:
-        out.attrs["problem"] = f"the sidecar's access log has no connection from local port {port} (request bypassed the proxy?)"
+        out.attrs["problem"] = (
+            f"the sidecar's access log has no connection from local port {port} (request bypassed the proxy?)"
+        )
         return out
     side = hit.iloc[-1]
     side_conns = {int(side["connection_id"])}
     if pd.notna(side.get("upstream_connection_id")):
         side_conns.add(int(side["upstream_connection_id"]))
-    events = _events(logs["sidecar"].get("debug"), "sidecar", side_conns, SIDECAR_RULES, f"exact: curl local port {port}")
+    events = _events(
+        logs["sidecar"].get("debug"), "sidecar", side_conns, SIDECAR_RULES, f"exact: curl local port {port}"
+    )
     gateway = _gateway_for(side, {k: v for k, v in logs.items() if k != "sidecar"})
     if gateway is not None:
         name, gw, link = gateway
@@ -219,29 +280,66 @@ def trace(curl_row: pd.Series | dict, logs: dict[str, dict]) -> pd.DataFrame:
     down = closes & (df["connection_id"] == downstream)
     df.loc[closes & ~down, "stage"] = 9
     sni = side.get("requested_server_name")
-    verb = f"CONNECT {sni}:{_port(side.get('downstream_local_address'))}" if isinstance(sni, str) and sni else "the request"
+    verb = (
+        f"CONNECT {sni}:{_port(side.get('downstream_local_address'))}"
+        if isinstance(sni, str) and sni
+        else "the request"
+    )
     df["event"] = df["event"].str.replace("{verb}", verb, regex=False)
     reset = row.get("outcome") == "reset"
     df.loc[down & df["event"].str.startswith("closes"), "event"] = (
-        "closes curl's connection with the ClientHello unread: the kernel sends RST" if reset else "closes curl's connection")
+        "closes curl's connection with the ClientHello unread: the kernel sends RST"
+        if reset
+        else "closes curl's connection"
+    )
     # Curl's side, placed on the sidecar's clock: it connected when the sidecar first saw it, and
     # its end came time_total - time_connect later.
     t_connect = df.loc[df["process"] == "sidecar", "time"].min()
     dest = row.get("url", "")
     client = [
-        _row(t_connect, "curl", None, None, 0, "connect", f"connects to {row.get('remote_ip') or dest}:{row.get('remote_port') or ''} (iptables redirects it)", 0, "curl"),
+        _row(
+            t_connect,
+            "curl",
+            None,
+            None,
+            0,
+            "connect",
+            f"connects to {row.get('remote_ip') or dest}:{row.get('remote_port') or ''} (iptables redirects it)",
+            0,
+            "curl",
+        ),
     ]
     if str(dest).startswith("https"):
-        client.append(_row(t_connect, "curl", None, None, 1, "request", "sends its TLS ClientHello (SNI " + str(side.get("requested_server_name")) + ")", 0, "curl"))
+        client.append(
+            _row(
+                t_connect,
+                "curl",
+                None,
+                None,
+                1,
+                "request",
+                "sends its TLS ClientHello (SNI " + str(side.get("requested_server_name")) + ")",
+                0,
+                "curl",
+            )
+        )
     else:
         client.append(_row(t_connect, "curl", None, None, 1, "request", "sends its HTTP request", 0, "curl"))
     total = float(row.get("time_total") or 0) - float(row.get("time_connect") or 0)
     outcome = row.get("outcome")
-    end = f"sees HTTP {row.get('http_code')}" if outcome in ("allowed", "denied") else f"fails: {row.get('error') or 'exit ' + str(row.get('exit_code'))}"
+    end = (
+        f"sees HTTP {row.get('http_code')}"
+        if outcome in ("allowed", "denied")
+        else f"fails: {row.get('error') or 'exit ' + str(row.get('exit_code'))}"
+    )
     # curl's clock is finer than Envoy's millisecond stamps; it cannot have seen its answer before the
     # sidecar gave it, so its end is no earlier than the sidecar's last word on its connection.
-    delivered = df.loc[(df["process"] == "sidecar") & (df["connection_id"] == downstream)
-                       & df["event"].str.startswith(("answers the client", "closes curl's")), "time"]
+    delivered = df.loc[
+        (df["process"] == "sidecar")
+        & (df["connection_id"] == downstream)
+        & df["event"].str.startswith(("answers the client", "closes curl's")),
+        "time",
+    ]
     t_end = t_connect + pd.Timedelta(seconds=max(total, 0))
     if len(delivered):
         t_end = max(t_end, delivered.min())
@@ -257,5 +355,10 @@ def trace(curl_row: pd.Series | dict, logs: dict[str, dict]) -> pd.DataFrame:
 
 def parse_all(texts: dict[str, dict[str, str]]) -> dict[str, dict]:
     """Parse ``{"sidecar": {"debug": text, "access": text}, ...}`` into DataFrames (pure)."""
-    return {name: {"debug": envoy_logs.parse_envoy_log(t.get("debug", "")),
-                   "access": envoy_logs.parse_access_log(t.get("access", ""))} for name, t in texts.items()}
+    return {
+        name: {
+            "debug": envoy_logs.parse_envoy_log(t.get("debug", "")),
+            "access": envoy_logs.parse_access_log(t.get("access", "")),
+        }
+        for name, t in texts.items()
+    }

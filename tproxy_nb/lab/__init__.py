@@ -11,8 +11,36 @@ Example::
     info = lab.up(); host = info.host_obj(); lab.down()
 """
 
-from .core import (HOST_NS, INET_NS, LOGIN_USER, NAMESPACES, SITES, STATE_DIR, LabInfo, down, leftovers,
-                   namespace_pids, require_root, status, to_json, up)
+from .core import (
+    HOST_NS,
+    INET_NS,
+    LOGIN_USER,
+    NAMESPACES,
+    SITES,
+    STATE_DIR,
+    LabInfo,
+    down,
+    leftovers,
+    namespace_pids,
+    require_root,
+    status,
+    to_json,
+    up,
+)
 
-__all__ = ["HOST_NS", "INET_NS", "LOGIN_USER", "NAMESPACES", "SITES", "STATE_DIR", "LabInfo", "down", "leftovers",
-           "namespace_pids", "require_root", "status", "to_json", "up"]
+__all__ = [
+    "HOST_NS",
+    "INET_NS",
+    "LOGIN_USER",
+    "NAMESPACES",
+    "SITES",
+    "STATE_DIR",
+    "LabInfo",
+    "down",
+    "leftovers",
+    "namespace_pids",
+    "require_root",
+    "status",
+    "to_json",
+    "up",
+]

@@ -22,10 +22,10 @@ Example::
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pwd
-import grp
 import shutil
 import signal
 import socket
@@ -36,7 +36,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import LabError
-from ..marks import ACCOUNT_MARK, GUARD_DIR as _GUARD_DIR, ROOT_MARK, SHM_DIR, shm_name
+from ..marks import ACCOUNT_MARK, ROOT_MARK, SHM_DIR, shm_name
+from ..marks import GUARD_DIR as _GUARD_DIR
 from ..render import pki
 from ..settings import Settings
 
@@ -84,15 +85,19 @@ class LabInfo:
         return Host(self.host, user=self.user, port=self.port, key_file=self.key_file, known_hosts=self.known_hosts)
 
 
-
 # --------------------------------------------------------------------------- small helpers
 
 
-def _run(args: list[str], check: bool = True, timeout: float = 30, input: str | None = None) -> subprocess.CompletedProcess:
+def _run(
+    args: list[str], check: bool = True, timeout: float = 30, input: str | None = None
+) -> subprocess.CompletedProcess:
     try:
         p = subprocess.run(args, capture_output=True, text=True, timeout=timeout, input=input)
     except FileNotFoundError:
-        raise LabError(f"{args[0]} is not installed; the lab needs iproute2, iptables, openssh-server, sudo and curl. Run 'make test' or 'make run' (they install them), or apt-get install them.") from None
+        raise LabError(
+            f"{args[0]} is not installed; the lab needs iproute2, iptables, openssh-server, sudo and curl. "
+            "Run 'make test' or 'make run' (they install them), or apt-get install them."
+        ) from None
     except subprocess.TimeoutExpired:
         raise LabError(f"'{' '.join(args)}' did not finish within {timeout:g} s while building the lab.") from None
     if check and p.returncode != 0:
@@ -107,9 +112,15 @@ def _ns(ns: str, *args: str) -> list[str]:
 def require_root() -> None:
     """The lab creates namespaces, users and a sudoers entry: it needs root on Linux."""
     if sys.platform != "linux":
-        raise LabError("The local lab needs Linux (network namespaces). Target your own host instead: --target user@host --key FILE.")
+        raise LabError(
+            "The local lab needs Linux (network namespaces). "
+            "Target your own host instead: --target user@host --key FILE."
+        )
     if os.geteuid() != 0:
-        raise LabError("The local lab needs root (network namespaces, users, sudoers). Run it as root (sudo -E tproxy-nb lab up), or target your own host with --target user@host --key FILE.")
+        raise LabError(
+            "The local lab needs root (network namespaces, users, sudoers). Run it as root (sudo -E tproxy-nb lab up), "
+            "or target your own host with --target user@host --key FILE."
+        )
 
 
 def existing_namespaces() -> list[str]:
@@ -186,8 +197,17 @@ def status() -> LabInfo:
         problems.append(f"login user {LOGIN_USER} is missing")
     if not SUDOERS.is_file():
         problems.append(f"{SUDOERS} is missing")
-    return LabInfo(HOST_ADDR, SSH_PORT, LOGIN_USER, str(STATE_DIR / "id_ed25519"), str(STATE_DIR / "known_hosts"),
-                   _host_key_fingerprint(), present, not problems, problems)
+    return LabInfo(
+        HOST_ADDR,
+        SSH_PORT,
+        LOGIN_USER,
+        str(STATE_DIR / "id_ed25519"),
+        str(STATE_DIR / "known_hosts"),
+        _host_key_fingerprint(),
+        present,
+        not problems,
+        problems,
+    )
 
 
 # --------------------------------------------------------------------------- up
@@ -234,7 +254,13 @@ def up(progress: bool = False) -> LabInfo:
     info = status()
     if not info.healthy:
         down()
-        raise LabError("The lab came up unhealthy: " + "; ".join(info.problems) + ". See " + str(STATE_DIR) + " logs; nothing was left behind.")
+        raise LabError(
+            "The lab came up unhealthy: "
+            + "; ".join(info.problems)
+            + ". See "
+            + str(STATE_DIR)
+            + " logs; nothing was left behind."
+        )
     return info
 
 
@@ -248,14 +274,17 @@ _PROCESS_PROBLEMS = ("sshd is not running", "sshd does not answer", "the stand-i
 
 def _only_processes_dead(info: LabInfo) -> bool:
     """True when every problem is a dead or silent process (and the veth to the host is there)."""
-    return bool(info.problems) and all(p.startswith(_PROCESS_PROBLEMS) for p in info.problems) and \
-        _run(["ip", "link", "show", ROOT_VETH], check=False).returncode == 0
+    return (
+        bool(info.problems)
+        and all(p.startswith(_PROCESS_PROBLEMS) for p in info.problems)
+        and _run(["ip", "link", "show", ROOT_VETH], check=False).returncode == 0
+    )
 
 
 def _restart_processes() -> None:
     sshd = _read_pid(STATE_DIR / "sshd.pid")
     if not (_pid_alive(sshd) and _ssh_banner(HOST_ADDR, SSH_PORT, timeout=3.0)):
-        if _pid_alive(sshd):
+        if sshd is not None and _pid_alive(sshd):
             _kill_pids([sshd])
         _start_sshd()
     if not _pid_alive(_read_pid(STATE_DIR / "standin.pid")):
@@ -313,7 +342,23 @@ def _make_network() -> None:
     _run(["ip", "link", "set", ROOT_VETH, "up"])
     _run(_ns(HOST_NS, "ip", "addr", "add", f"{HOST_ADDR}/30", "dev", HOST_VETH))
     _run(_ns(HOST_NS, "ip", "link", "set", HOST_VETH, "up"))
-    _run(["ip", "link", "add", UPLINK_VETH, "netns", HOST_NS, "type", "veth", "peer", "name", INET_VETH, "netns", INET_NS])
+    _run(
+        [
+            "ip",
+            "link",
+            "add",
+            UPLINK_VETH,
+            "netns",
+            HOST_NS,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            INET_VETH,
+            "netns",
+            INET_NS,
+        ]
+    )
     _run(_ns(HOST_NS, "ip", "addr", "add", f"{UPLINK_ADDR}/24", "dev", UPLINK_VETH))
     _run(_ns(HOST_NS, "ip", "link", "set", UPLINK_VETH, "up"))
     _run(_ns(INET_NS, "ip", "addr", "add", f"{INET_ADDR}/24", "dev", INET_VETH))
@@ -332,7 +377,9 @@ def _make_netns_etc() -> None:
     lines += [f"{addr}\t{name}" for name, addr in SITES.items()]
     (etc / "hosts").write_text("\n".join(lines) + "\n")
     # Points nowhere outside: names resolve from hosts or not at all.
-    (etc / "resolv.conf").write_text("# tproxy-nb lab: no DNS; names come from /etc/hosts\nnameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+    (etc / "resolv.conf").write_text(
+        "# tproxy-nb lab: no DNS; names come from /etc/hosts\nnameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
+    )
     # The host trusts the lab's "public" CA, as a real host trusts the web PKI; the machine itself does not.
     ssl = etc / "ssl"
     shutil.copytree("/etc/ssl", ssl, symlinks=True, dirs_exist_ok=True)
@@ -350,23 +397,26 @@ def _start_sshd() -> None:
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     cfg = STATE_DIR / "sshd_config"
     cfg.write_text(
-        "\n".join([
-            f"ListenAddress {HOST_ADDR}:{SSH_PORT}",
-            f"HostKey {STATE_DIR / 'ssh_host_ed25519_key'}",
-            f"PidFile {STATE_DIR / 'sshd.pid'}",
-            "AuthorizedKeysFile .ssh/authorized_keys",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "PermitRootLogin no",
-            "UsePAM no",
-            "StrictModes yes",
-            "X11Forwarding no",
-            "MaxSessions 64",
-            "MaxStartups 64:30:128",
-            "Subsystem sftp internal-sftp",
-            "LogLevel VERBOSE",
-        ]) + "\n"
+        "\n".join(
+            [
+                f"ListenAddress {HOST_ADDR}:{SSH_PORT}",
+                f"HostKey {STATE_DIR / 'ssh_host_ed25519_key'}",
+                f"PidFile {STATE_DIR / 'sshd.pid'}",
+                "AuthorizedKeysFile .ssh/authorized_keys",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PermitRootLogin no",
+                "UsePAM no",
+                "StrictModes yes",
+                "X11Forwarding no",
+                "MaxSessions 64",
+                "MaxStartups 64:30:128",
+                "Subsystem sftp internal-sftp",
+                "LogLevel VERBOSE",
+            ]
+        )
+        + "\n"
     )
     _run(["/usr/sbin/sshd", "-t", "-f", str(cfg)])
     _run(_ns(HOST_NS, "/usr/sbin/sshd", "-f", str(cfg), "-E", str(STATE_DIR / "sshd.log")))
@@ -387,8 +437,9 @@ def _start_standin() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     log = open(STATE_DIR / "standin.log", "ab")
     with log:
-        proc = subprocess.Popen(_ns(INET_NS, *args), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True, env=env)
+        proc = subprocess.Popen(
+            _ns(INET_NS, *args), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env
+        )
     (STATE_DIR / "standin.pid").write_text(f"{proc.pid}\n")
     for _ in range(200):
         if ready.exists():
@@ -468,7 +519,7 @@ def down(settings: Settings | None = None) -> list[str]:
     pids = [p for ns in present for p in namespace_pids(ns)]
     for pid_file in ("sshd.pid", "standin.pid"):
         pid = _read_pid(STATE_DIR / pid_file)
-        if _pid_alive(pid) and pid not in pids:
+        if pid is not None and _pid_alive(pid) and pid not in pids:
             pids.append(pid)
     # Processes of our accounts outside the namespaces (a login session's leftovers).
     ours = our_accounts()
@@ -508,10 +559,10 @@ def down(settings: Settings | None = None) -> list[str]:
     if (root / ROOT_MARK).exists():
         shutil.rmtree(root, ignore_errors=True)
         removed.append(f"directory {root}")
-    ours = [SUDOERS, NETNS_ETC / HOST_NS, NETNS_ETC / INET_NS, GUARD_DIR]
+    paths = [SUDOERS, NETNS_ETC / HOST_NS, NETNS_ETC / INET_NS, GUARD_DIR]
     if _state_dir_is_ours():
-        ours.append(STATE_DIR)
-    for path in ours:
+        paths.append(STATE_DIR)
+    for path in paths:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
             removed.append(str(path))

@@ -23,6 +23,7 @@ def body_for(name: str) -> bytes:
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "tproxy-nb-standin/1"
+    server: _Server
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):  # noqa: N802 (http.server's naming)

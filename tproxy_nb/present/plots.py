@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D
 
 from ..analysis.curl import PHASES
 
+
 class Figure(_MplFigure):
     """A matplotlib Figure that a notebook shows as PNG even when pyplot was never imported."""
 
@@ -78,13 +79,19 @@ def timing_distribution(df: pd.DataFrame, title: str = "Total time per request")
     ax.invert_yaxis()
     ax.set_xlabel("milliseconds (black bar: median)")
     ax.set_title(title)
-    handles = [Line2D([], [], marker="o", ls="", color=c, label=o) for o, c in OUTCOME_COLOURS.items() if o in set(df["outcome"])]
+    handles = [
+        Line2D([], [], marker="o", ls="", color=c, label=o)
+        for o, c in OUTCOME_COLOURS.items()
+        if o in set(df["outcome"])
+    ]
     ax.legend(handles=handles, frameon=False, fontsize="small")
     fig.tight_layout()
     return fig
 
 
-def proxied_vs_direct(proxied: pd.DataFrame, direct: pd.DataFrame, title: str = "Proxied (service user) vs direct (envoy user)") -> Figure:
+def proxied_vs_direct(
+    proxied: pd.DataFrame, direct: pd.DataFrame, title: str = "Proxied (service user) vs direct (envoy user)"
+) -> Figure:
     """Grouped bars of median total milliseconds per case: through the chain and bypassing it.
 
     proxied, direct: :func:`tproxy_nb.steps.check.run_cases` as the service user and with ``as_user="envoy"``.
@@ -112,7 +119,7 @@ def timeline(trace: pd.DataFrame, title: str = "One request across the processes
     Rows keep the trace's causal order; the left margin gives each event's time in milliseconds from the
     first one (the hops of one request often share a millisecond, so time alone could not order them).
     """
-    lanes = [l for l in LANES if l in set(trace["process"])] + sorted(set(trace["process"]) - set(LANES))
+    lanes = [lane for lane in LANES if lane in set(trace["process"])] + sorted(set(trace["process"]) - set(LANES))
     x = {lane: i for i, lane in enumerate(lanes)}
     ms = (trace["time"] - trace["time"].min()).dt.total_seconds() * 1000
     n = len(trace)

@@ -17,8 +17,14 @@ ALL = "(all)"
 SHOWN_COLUMNS = ["line_no", "timestamp", "thread", "level", "logger", "connection_id", "stream_id", "message"]
 
 
-def filter_records(df: pd.DataFrame, levels=None, logger: str | None = None, connection: int | None = None,
-                   text: str = "", limit: int = 200) -> pd.DataFrame:
+def filter_records(
+    df: pd.DataFrame,
+    levels=None,
+    logger: str | None = None,
+    connection: int | None = None,
+    text: str = "",
+    limit: int = 200,
+) -> pd.DataFrame:
     """The records that pass every filter (pure; the widget calls it on each change).
 
     levels: keep these levels (None: all). logger: one logger name (None: all).
@@ -77,12 +83,21 @@ def log_explorer(logs: dict[str, dict], results: pd.DataFrame | None = None):
 
     def show(_=None) -> None:
         df = debug()
-        shown = filter_records(df, levels=levels.value, logger=None if logger.value == ALL else logger.value,
-                               connection=None if connection.value == ALL else connection.value, text=text.value)
+        shown = filter_records(
+            df,
+            levels=levels.value,
+            logger=None if logger.value == ALL else logger.value,
+            connection=None if connection.value == ALL else connection.value,
+            text=text.value,
+        )
         count.value = f"<b>{len(shown)}</b> of {len(df)} records shown (first 200 at most)"
         records.clear_output()
         with records:
-            display(shown.style.hide(axis="index").set_properties(subset=["message"], **{"white-space": "pre-wrap", "text-align": "left"}))
+            display(
+                shown.style.hide(axis="index").set_properties(
+                    subset=["message"], **{"white-space": "pre-wrap", "text-align": "left"}
+                )
+            )
 
     process.observe(refill, names="value")
     for control in (levels, logger, connection, text):

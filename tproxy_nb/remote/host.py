@@ -20,9 +20,10 @@ import select
 import shlex
 import socket
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterable, Sequence
+from typing import IO
 
 import paramiko
 
@@ -169,7 +170,10 @@ class _RefuseUnknownKey(paramiko.MissingHostKeyPolicy):
             f"'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' on it), then accept it deliberately with "
             f"tproxy_nb.remote.host.trust_host_key({host!r}, {port}, {fp!r}, known_hosts={where!r}) "
             f"or 'ssh-keyscan -p {port} {host} >> {where}'.",
-            hostname=host, port=port, key_type=key.get_name(), fingerprint=fp,
+            hostname=host,
+            port=port,
+            key_type=key.get_name(),
+            fingerprint=fp,
             public_key=f"{key.get_name()} {key.get_base64()}",
         )
 
@@ -195,7 +199,9 @@ def fetch_host_key(hostname: str, port: int = 22, timeout: float = 10) -> parami
         transport.close()
 
 
-def trust_host_key(hostname: str, port: int, expected_fingerprint: str, known_hosts: str | os.PathLike | None = None) -> str:
+def trust_host_key(
+    hostname: str, port: int, expected_fingerprint: str, known_hosts: str | os.PathLike | None = None
+) -> str:
     """Add a host's key to known_hosts after checking it has the fingerprint you expect.
 
     hostname, port: the SSH server.
@@ -210,7 +216,10 @@ def trust_host_key(hostname: str, port: int, expected_fingerprint: str, known_ho
         raise HostKeyError(
             f"{hostname}:{port} presents {key.get_name()} {fp}, not {expected_fingerprint}; nothing was added. "
             "Someone may be in the middle, or you copied the fingerprint of another host.",
-            hostname=hostname, port=port, key_type=key.get_name(), fingerprint=fp,
+            hostname=hostname,
+            port=port,
+            key_type=key.get_name(),
+            fingerprint=fp,
             public_key=f"{key.get_name()} {key.get_base64()}",
         )
     path = Path(known_hosts or Path.home() / ".ssh" / "known_hosts").expanduser()
@@ -241,10 +250,17 @@ class Host:
 
     connect_attempts = 2
 
-    def __init__(self, hostname: str, user: str | None = None, port: int | None = None,
-                 key_file: str | os.PathLike | None = None, passphrase: str | None = None,
-                 known_hosts: str | os.PathLike | None = None, connect_timeout: float = 10,
-                 ssh_config: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        hostname: str,
+        user: str | None = None,
+        port: int | None = None,
+        key_file: str | os.PathLike | None = None,
+        passphrase: str | None = None,
+        known_hosts: str | os.PathLike | None = None,
+        connect_timeout: float = 10,
+        ssh_config: str | os.PathLike | None = None,
+    ):
         cfg = _ssh_config_for(hostname, ssh_config)
         self.alias = hostname
         self.hostname = cfg.get("hostname", hostname)
@@ -259,7 +275,7 @@ class Host:
         self._sftp: paramiko.SFTPClient | None = None
 
     @classmethod
-    def from_target(cls, target: str, key_file: str | os.PathLike | None = None, **kw) -> "Host":
+    def from_target(cls, target: str, key_file: str | os.PathLike | None = None, **kw) -> Host:
         """Build a Host from ``user@host[:port]``."""
         user, host, port = parse_target(target)
         return cls(host, user=user, port=port, key_file=key_file, **kw)
@@ -271,7 +287,7 @@ class Host:
     def __repr__(self) -> str:
         return f"<Host {self.name}>"
 
-    def __enter__(self) -> "Host":
+    def __enter__(self) -> Host:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -281,7 +297,10 @@ class Host:
 
     def _load_key(self) -> paramiko.PKey:
         if not self.key_file.is_file():
-            raise ConnectError(f"The key file {self.key_file} does not exist. Pass key_file= (or --key) with the private key that logs in as {self.user} on {self.hostname}.")
+            raise ConnectError(
+                f"The key file {self.key_file} does not exist. "
+                f"Pass key_file= (or --key) with the private key that logs in as {self.user} on {self.hostname}."
+            )
         try:
             return paramiko.PKey.from_path(self.key_file, password=self.passphrase)
         except (paramiko.PasswordRequiredException, TypeError):
@@ -291,7 +310,10 @@ class Host:
                 "Pass passphrase= to Host, or load the key into ssh-agent-free use with a key that has none."
             ) from None
         except (paramiko.SSHException, ValueError) as e:
-            raise ConnectError(f"Cannot read the private key {self.key_file}: {e}. Check that it is an OpenSSH or PEM private key and the passphrase is right.") from None
+            raise ConnectError(
+                f"Cannot read the private key {self.key_file}: {e}. "
+                "Check that it is an OpenSSH or PEM private key and the passphrase is right."
+            ) from None
 
     def connect(self) -> paramiko.SSHClient:
         """Open the connection if it is not open; reconnects after a drop."""
@@ -311,9 +333,17 @@ class Host:
                 client.load_system_host_keys()
             client.set_missing_host_key_policy(_RefuseUnknownKey(self.known_hosts))
             try:
-                client.connect(self.hostname, port=self.port, username=self.user, pkey=pkey,
-                               timeout=self.connect_timeout, banner_timeout=self.connect_timeout,
-                               auth_timeout=self.connect_timeout, allow_agent=False, look_for_keys=False)
+                client.connect(
+                    self.hostname,
+                    port=self.port,
+                    username=self.user,
+                    pkey=pkey,
+                    timeout=self.connect_timeout,
+                    banner_timeout=self.connect_timeout,
+                    auth_timeout=self.connect_timeout,
+                    allow_agent=False,
+                    look_for_keys=False,
+                )
                 self._client = client
                 return client
             except HostKeyError:
@@ -323,11 +353,15 @@ class Host:
                 client.close()
                 fp = fingerprint(e.key)
                 raise HostKeyError(
-                    f"The host key of {self.hostname}:{self.port} has CHANGED: it now presents {e.key.get_name()} {fp}, "
-                    f"known_hosts expects {fingerprint(e.expected_key)}. Refusing to connect. If the host was rebuilt, "
-                    f"remove the old line with 'ssh-keygen -R {_known_host_name(self.hostname, self.port)}' and accept the new key "
+                    f"The host key of {self.hostname}:{self.port} has CHANGED: "
+                    f"it now presents {e.key.get_name()} {fp}, known_hosts expects {fingerprint(e.expected_key)}. "
+                    "Refusing to connect. If the host was rebuilt, remove the old line with "
+                    f"'ssh-keygen -R {_known_host_name(self.hostname, self.port)}' and accept the new key "
                     "deliberately; otherwise someone may be in the middle.",
-                    hostname=self.hostname, port=self.port, key_type=e.key.get_name(), fingerprint=fp,
+                    hostname=self.hostname,
+                    port=self.port,
+                    key_type=e.key.get_name(),
+                    fingerprint=fp,
                     public_key=f"{e.key.get_name()} {e.key.get_base64()}",
                 ) from None
             except paramiko.AuthenticationException:
@@ -368,8 +402,17 @@ class Host:
 
     # ---- commands
 
-    def run(self, cmd: Command, *, sudo: bool = False, user: str | None = None, check: bool = True,
-            timeout: float = 120, stdin: str | bytes | None = None, hint: str = "") -> Result:
+    def run(
+        self,
+        cmd: Command,
+        *,
+        sudo: bool = False,
+        user: str | None = None,
+        check: bool = True,
+        timeout: float = 120,
+        stdin: str | bytes | None = None,
+        hint: str = "",
+    ) -> Result:
         """Run a command and wait for it, reading its output as it comes.
 
         cmd: shell string, or argument list (quoted for you).
@@ -392,8 +435,10 @@ class Host:
             out, err, code = _drain(chan, deadline=start + timeout + _KILL_GRACE_S + 5, stdin=data)
         except (paramiko.SSHException, OSError, EOFError) as e:
             self.close()
-            raise ConnectError(f"Lost the SSH connection to {self.name} while starting {to_shell(cmd)[:120]!r} ({e}). "
-                               "Check the host is reachable and run the step again: every step is idempotent.") from None
+            raise ConnectError(
+                f"Lost the SSH connection to {self.name} while starting {to_shell(cmd)[:120]!r} ({e}). "
+                "Check the host is reachable and run the step again: every step is idempotent."
+            ) from None
         finally:
             chan.close()
         duration = time.monotonic() - start
@@ -402,8 +447,9 @@ class Host:
             # paramiko's status for a channel closed without one: the connection dropped mid-command.
             self.close()
             raise ConnectError(
-                f"Lost the SSH connection to {self.name} while it ran: {result.display_cmd[:120]}. The command may or may "
-                "not have finished. Check the host is reachable and run the step again: every step is idempotent."
+                f"Lost the SSH connection to {self.name} while it ran: {result.display_cmd[:120]}. "
+                "The command may or may not have finished. "
+                "Check the host is reachable and run the step again: every step is idempotent."
             )
         if code is None or code == 124 and duration >= timeout:
             raise CommandTimeout(result, timeout)
@@ -413,14 +459,19 @@ class Host:
 
     def _open_channel(self) -> paramiko.Channel:
         for attempt in (1, 2):
-            client = self.connect()
+            transport = self.connect().get_transport()  # None once the connection has closed
             try:
-                return client.get_transport().open_session(timeout=self.connect_timeout)
+                if transport is not None:
+                    return transport.open_session(timeout=self.connect_timeout)
             except (paramiko.SSHException, OSError, EOFError, AttributeError):
-                # The connection dropped between commands: reconnect once; the command has not started.
-                self.close()
-                if attempt == 2:
-                    raise ConnectError(f"Lost the SSH connection to {self.name} and could not open a new session. Check the host and retry.") from None
+                pass
+            # The connection dropped between commands: reconnect once; the command has not started.
+            self.close()
+            if attempt == 2:
+                raise ConnectError(
+                    f"Lost the SSH connection to {self.name} and could not open a new session. "
+                    "Check the host and retry."
+                ) from None
         raise AssertionError("unreachable")
 
     # ---- files
@@ -438,8 +489,17 @@ class Host:
         mode, owner, group = r.stdout.split()
         return {"mode": int(mode, 8), "owner": owner, "group": group}
 
-    def put(self, src: str | os.PathLike | IO, remote: str, *, mode: int = 0o644, owner: str | None = None,
-            group: str | None = None, sudo: bool = False, progress: bool | None = None) -> bool:
+    def put(
+        self,
+        src: str | os.PathLike | IO,
+        remote: str,
+        *,
+        mode: int = 0o644,
+        owner: str | None = None,
+        group: str | None = None,
+        sudo: bool = False,
+        progress: bool | None = None,
+    ) -> bool:
         """Upload a local file or an in-memory file object; skip it when nothing would change.
 
         src: local path, or a file object (``io.StringIO``/``io.BytesIO``) for in-memory content.
@@ -496,7 +556,10 @@ class Host:
                 self.run(["rm", "-rf", "--", staging_dir], check=False)
         got = self.sha256(remote, sudo=sudo)
         if got != digest:
-            raise TproxyError(f"Upload of {remote} to {self.name} arrived corrupted (sha256 {got} != {digest}). Retry; check free disk space on the host.")
+            raise TproxyError(
+                f"Upload of {remote} to {self.name} arrived corrupted (sha256 {got} != {digest}). "
+                "Retry; check free disk space on the host."
+            )
         return True
 
     def put_text(self, text: str, remote: str, **kw) -> bool:
@@ -518,10 +581,15 @@ class Host:
         staging_dir = self.run(["mktemp", "-d", "/tmp/.tproxy-nb-XXXXXXXX"]).stdout.strip()
         src = f"{staging_dir}/download"
         try:
-            snapshot = ["install", "-m", "600", "-o", self.user, "--", remote, src] if sudo else ["cp", "--", remote, src]
+            snapshot = (
+                ["install", "-m", "600", "-o", self.user, "--", remote, src] if sudo else ["cp", "--", remote, src]
+            )
             copied = self.run(snapshot, sudo=sudo, check=False, timeout=300)
             if not copied.ok:
-                raise TproxyError(f"{remote} does not exist on {self.name} (or cannot be read: {copied.tail(1, 'stderr')}); nothing was downloaded.")
+                raise TproxyError(
+                    f"{remote} does not exist on {self.name} (or cannot be read: {copied.tail(1, 'stderr')}); "
+                    "nothing was downloaded."
+                )
             digest = self.sha256(src)
             buf = io.BytesIO()
             sftp = self._sftp_client()
@@ -554,7 +622,7 @@ def _drain(chan: paramiko.Channel, deadline: float, stdin: bytes = b"") -> tuple
     while True:
         got = False
         if pending and chan.send_ready():
-            sent = chan.send(pending[: 1 << 15])
+            sent = chan.send(bytes(pending[: 1 << 15]))  # paramiko is typed for bytes only
             pending = pending[sent:]
             got = True
             if not pending:
@@ -603,12 +671,13 @@ class _progress_bar:
         self.bar = bar(total=total, desc=label, unit="B", unit_scale=True) if show and enabled() else None
 
     def __enter__(self):
-        if self.bar is None:
+        bar = self.bar
+        if bar is None:
             return None
         done = [0]
 
         def cb(transferred: int, _total: int) -> None:
-            self.bar.update(transferred - done[0])
+            bar.update(transferred - done[0])
             done[0] = transferred
 
         return cb

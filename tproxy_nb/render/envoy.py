@@ -122,8 +122,11 @@ def listen_ports(settings: Settings, name: str) -> dict[str, int]:
     Example: ``listen_ports(s, "igw")`` -> ``{"igw": 12010, "admin_igw": 9902}``.
     """
     p = settings.ports
-    own = {"sidecar": {"http_redirect": p.http_redirect, "tls_redirect": p.tls_redirect},
-           "igw": {"igw": p.igw}, "igw_http": {"igw_http": p.igw_http}}[_check_name(name)]
+    own = {
+        "sidecar": {"http_redirect": p.http_redirect, "tls_redirect": p.tls_redirect},
+        "igw": {"igw": p.igw},
+        "igw_http": {"igw_http": p.igw_http},
+    }[_check_name(name)]
     return {**own, f"admin_{name}": admin_port(settings, name)}
 
 
@@ -132,12 +135,20 @@ def command(settings: Settings, name: str) -> list[str]:
 
     Example: ``command(s, "igw")[:3]`` -> ``["/opt/tproxy-nb/bin/envoy", "-c", "/opt/tproxy-nb/etc/igw.yaml"]``.
     """
-    return [settings.paths.envoy, "-c", config_path(settings, name),
-            "--base-id", str(settings.base_ids[name]),
-            "-l", settings.log_level,
-            "--log-path", log_path(settings, name),
-            # Envoy buffers log files for 10 s by default; a reader right after a request would see nothing.
-            "--file-flush-interval-msec", str(FLUSH_INTERVAL_MS)]
+    return [
+        settings.paths.envoy,
+        "-c",
+        config_path(settings, name),
+        "--base-id",
+        str(settings.base_ids[name]),
+        "-l",
+        settings.log_level,
+        "--log-path",
+        log_path(settings, name),
+        # Envoy buffers log files for 10 s by default; a reader right after a request would see nothing.
+        "--file-flush-interval-msec",
+        str(FLUSH_INTERVAL_MS),
+    ]
 
 
 def validate_command(settings: Settings, name: str, envoy_path: str | None = None) -> list[str]:
@@ -145,7 +156,8 @@ def validate_command(settings: Settings, name: str, envoy_path: str | None = Non
 
     envoy_path: binary to use instead of ``settings.paths.envoy`` (a local check).
 
-    Example: ``validate_command(s, "igw")`` -> ``[".../envoy", "--mode", "validate", "-c", ".../igw.yaml", "-l", "error"]``.
+    Example: ``validate_command(s, "igw")``
+    -> ``[".../envoy", "--mode", "validate", "-c", ".../igw.yaml", "-l", "error"]``.
     """
     return [envoy_path or settings.paths.envoy, "--mode", "validate", "-c", config_path(settings, name), "-l", "error"]
 
@@ -171,7 +183,9 @@ def rbac_policies(allowed_hosts) -> dict:
     """
     return {
         f"allow-{host}": {
-            "permissions": [{"header": {"name": ":authority", "string_match": {"safe_regex": {"regex": authority_regex(host)}}}}],
+            "permissions": [
+                {"header": {"name": ":authority", "string_match": {"safe_regex": {"regex": authority_regex(host)}}}}
+            ],
             "principals": [{"any": True}],
         }
         for host in allowed_hosts
@@ -231,7 +245,10 @@ def render(settings: Settings, name: str) -> str:
     Example: ``yaml.safe_load(render(s, "igw"))["admin"]``.
     """
     template = (TEMPLATES / f"{_check_name(name)}.yaml").read_text()
-    blocks = {"access_log_format": _block(ACCESS_LOG_FORMAT), "rbac_policies": _block(rbac_policies(settings.allowed_hosts))}
+    blocks = {
+        "access_log_format": _block(ACCESS_LOG_FORMAT),
+        "rbac_policies": _block(rbac_policies(settings.allowed_hosts)),
+    }
     try:
         return string.Template(fill_blocks(template, blocks)).substitute(template_values(settings, name))
     except (KeyError, ValueError) as e:
@@ -258,7 +275,7 @@ def parse_ss(text: str) -> list[dict]:
     Example: ``parse_ss('LISTEN 0 4096 127.0.0.1:9901 0.0.0.0:* users:(("envoy",pid=7,fd=3))')``
     -> ``[{"address": "127.0.0.1", "port": 9901, "process": "envoy", "pid": 7}]``.
     """
-    rows = []
+    rows: list[dict] = []
     for line in text.splitlines():
         parts = line.split()
         if len(parts) < 4 or not parts[0].startswith("LISTEN"):
@@ -267,7 +284,9 @@ def parse_ss(text: str) -> list[dict]:
         if not port.isdigit():
             continue
         users = _SS_USERS_RE.findall(line) or [("?", "0")]
-        rows.extend({"address": address, "port": int(port), "process": proc, "pid": int(pid) or None} for proc, pid in users)
+        rows.extend(
+            {"address": address, "port": int(port), "process": proc, "pid": int(pid) or None} for proc, pid in users
+        )
     return rows
 
 
@@ -328,7 +347,7 @@ def wait_ready_script(settings: Settings, name: str, timeout: int = READY_TIMEOU
     return (
         f"end=$(( $(date +%s) + {int(timeout)} )); "
         f"while [ $(date +%s) -lt $end ]; do "
-        f"[ \"$(curl -s --max-time 1 {q(url)})\" = LIVE ] && exit 0; "
-        f"[ -s {pid} ] && ! kill -0 \"$(cat {pid})\" 2>/dev/null && exit 3; "
+        f'[ "$(curl -s --max-time 1 {q(url)})" = LIVE ] && exit 0; '
+        f'[ -s {pid} ] && ! kill -0 "$(cat {pid})" 2>/dev/null && exit 3; '
         f"sleep 0.25; done; exit 2"
     )

@@ -63,10 +63,13 @@ def hook_rule(settings: Settings | None = None) -> WantedRule:
     """
     # OUTPUT, not PREROUTING: packets that local processes send never traverse PREROUTING
     # (it sees only packets arriving on an interface). Only TCP: Envoy proxies TCP; DNS (UDP) goes out as is.
-    return WantedRule("OUTPUT", _spec("-p tcp", f"outbound TCP from this host goes through {CHAIN}", CHAIN),
-                      "Locally generated packets traverse nat OUTPUT and never PREROUTING (that hook sees only packets "
-                      "arriving from outside), so the hook lives in OUTPUT. Only TCP is sent in: Envoy proxies TCP; "
-                      "UDP such as DNS leaves unchanged.")
+    return WantedRule(
+        "OUTPUT",
+        _spec("-p tcp", f"outbound TCP from this host goes through {CHAIN}", CHAIN),
+        "Locally generated packets traverse nat OUTPUT and never PREROUTING (that hook sees only packets "
+        "arriving from outside), so the hook lives in OUTPUT. Only TCP is sent in: Envoy proxies TCP; "
+        "UDP such as DNS leaves unchanged.",
+    )
 
 
 def wanted_rules(settings: Settings) -> list[WantedRule]:
@@ -82,33 +85,61 @@ def wanted_rules(settings: Settings) -> list[WantedRule]:
         # nat sees only the first packet conntrack tracks of each connection: a SYN for any connection a local
         # process opens. A first packet without SYN is a connection already open when conntrack started (on a
         # host with no nat rules before, the SSH session applying these rules): redirecting it would cut it.
-        WantedRule(CHAIN, _spec("-p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN",
-                                "only new connections (SYN) are redirected", "RETURN"),
-                   "nat sees only the first packet of each connection that conntrack tracks; for a connection this "
-                   "host opens, that is its SYN. A first packet without SYN belongs to a connection that was open "
-                   "before conntrack started tracking (the SSH session applying these rules, on a host that had no "
-                   "nat rules): redirecting it would cut that session, so it is left alone."),
+        WantedRule(
+            CHAIN,
+            _spec(
+                "-p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN", "only new connections (SYN) are redirected", "RETURN"
+            ),
+            "nat sees only the first packet of each connection that conntrack tracks; for a connection this "
+            "host opens, that is its SYN. A first packet without SYN belongs to a connection that was open "
+            "before conntrack started tracking (the SSH session applying these rules, on a host that had no "
+            "nat rules): redirecting it would cut that session, so it is left alone.",
+        ),
         # RETURN the envoy uid first, or Envoy's own upstream connections are redirected back into Envoy: a loop.
-        WantedRule(CHAIN, _spec(f"-m owner --uid-owner {e.uid}", "envoy uid bypasses the proxy", "RETURN"),
-                   f"Envoy's own upstream connections (uid {e.uid}, {e.user}) must leave directly; without this RETURN "
-                   "they would be redirected back into Envoy and loop."),
-        WantedRule(CHAIN, _spec(f"-m owner --gid-owner {e.gid}", "envoy gid bypasses the proxy", "RETURN"),
-                   f"Processes running with the envoy group (gid {e.gid}, {e.group}) bypass too: a second guard against "
-                   "loops for helpers that keep the group but not the uid."),
+        WantedRule(
+            CHAIN,
+            _spec(f"-m owner --uid-owner {e.uid}", "envoy uid bypasses the proxy", "RETURN"),
+            f"Envoy's own upstream connections (uid {e.uid}, {e.user}) must leave directly; without this RETURN "
+            "they would be redirected back into Envoy and loop.",
+        ),
+        WantedRule(
+            CHAIN,
+            _spec(f"-m owner --gid-owner {e.gid}", "envoy gid bypasses the proxy", "RETURN"),
+            f"Processes running with the envoy group (gid {e.gid}, {e.group}) bypass too: a second guard against "
+            "loops for helpers that keep the group but not the uid.",
+        ),
         # Routing picks lo for every local address (127/8 and the host's own IPs): local services stay local.
-        WantedRule(CHAIN, _spec("-o lo", "loopback traffic stays local", "RETURN"),
-                   "Connections to the host's own addresses route via lo (local services, Envoy admin, the gateways); "
-                   "sending them through the egress proxy would be wrong and could loop."),
-        WantedRule(CHAIN, _spec("-d 127.0.0.0/8", "127.0.0.0/8 stays local", "RETURN"),
-                   "Loopback destinations never leave the host, whatever the route says; they are reached directly."),
-        WantedRule(CHAIN, _spec("-p tcp -m tcp --dport 80", "port 80 goes to the sidecar HTTP listener",
-                                f"REDIRECT --to-ports {p.http_redirect}"),
-                   f"Plain HTTP goes to the sidecar's HTTP listener on {p.http_redirect}; REDIRECT keeps the original "
-                   "destination readable for Envoy (SO_ORIGINAL_DST) and Envoy routes on the Host header."),
-        WantedRule(CHAIN, _spec("-p tcp", "every other TCP port goes to the sidecar TLS listener",
-                                f"REDIRECT --to-ports {p.tls_redirect}"),
-                   f"Every other TCP port (443 above all) goes to the sidecar's TLS listener on {p.tls_redirect}, "
-                   "which reads the SNI and the original destination."),
+        WantedRule(
+            CHAIN,
+            _spec("-o lo", "loopback traffic stays local", "RETURN"),
+            "Connections to the host's own addresses route via lo (local services, Envoy admin, the gateways); "
+            "sending them through the egress proxy would be wrong and could loop.",
+        ),
+        WantedRule(
+            CHAIN,
+            _spec("-d 127.0.0.0/8", "127.0.0.0/8 stays local", "RETURN"),
+            "Loopback destinations never leave the host, whatever the route says; they are reached directly.",
+        ),
+        WantedRule(
+            CHAIN,
+            _spec(
+                "-p tcp -m tcp --dport 80",
+                "port 80 goes to the sidecar HTTP listener",
+                f"REDIRECT --to-ports {p.http_redirect}",
+            ),
+            f"Plain HTTP goes to the sidecar's HTTP listener on {p.http_redirect}; REDIRECT keeps the original "
+            "destination readable for Envoy (SO_ORIGINAL_DST) and Envoy routes on the Host header.",
+        ),
+        WantedRule(
+            CHAIN,
+            _spec(
+                "-p tcp",
+                "every other TCP port goes to the sidecar TLS listener",
+                f"REDIRECT --to-ports {p.tls_redirect}",
+            ),
+            f"Every other TCP port (443 above all) goes to the sidecar's TLS listener on {p.tls_redirect}, "
+            "which reads the SNI and the original destination.",
+        ),
     ]
 
 

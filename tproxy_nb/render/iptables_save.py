@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 from ..errors import StepError
 from ..marks import COMMENT_PREFIX
@@ -49,7 +49,7 @@ def split_spec(spec: str) -> tuple[str, str, str, str | None]:
     while i < len(tokens):
         t = tokens[i]
         if t in ("-j", "--jump", "-g", "--goto") and i + 1 < len(tokens):
-            target, options = tokens[i + 1], tokens[i + 2:]
+            target, options = tokens[i + 1], tokens[i + 2 :]
             break
         if t == "-m" and i + 3 < len(tokens) and tokens[i + 1] == "comment" and tokens[i + 2] == "--comment":
             comment = tokens[i + 3]
@@ -72,8 +72,13 @@ def normalize_spec(spec: str) -> tuple[str, ...]:
     out: list[str] = []
     i = 0
     while i < len(tokens):
-        if (tokens[i] == "-m" and i + 1 < len(tokens) and len(out) >= 2 and out[-2] in ("-p", "--protocol")
-                and tokens[i + 1] == out[-1]):
+        if (
+            tokens[i] == "-m"
+            and i + 1 < len(tokens)
+            and len(out) >= 2
+            and out[-2] in ("-p", "--protocol")
+            and tokens[i + 1] == out[-1]
+        ):
             i += 2
             continue
         out.append(tokens[i])
@@ -203,7 +208,8 @@ def parse_save(text: str) -> dict[str, Table]:
 def save_warnings(text: str) -> list[str]:
     """Warning lines iptables printed (``# Warning: iptables-legacy tables present ...``).
 
-    Example: ``save_warnings("# Warning: iptables-legacy tables present")`` -> ``['Warning: iptables-legacy tables present']``.
+    Example: ``save_warnings("# Warning: iptables-legacy tables present")``
+    -> ``['Warning: iptables-legacy tables present']``.
     """
     return [line.lstrip("# ").strip() for line in text.splitlines() if "Warning" in line]
 
@@ -215,7 +221,10 @@ def parse_backend(version_text: str) -> str:
     """
     m = re.search(r"iptables v(\d+)\.(\d+)[^\s]*(?:\s+\((\w+)\))?", version_text)
     if not m:
-        raise StepError(f"Cannot tell the iptables backend from {version_text.strip()!r}; expected 'iptables vX.Y.Z (nf_tables)' or '(legacy)'.")
+        raise StepError(
+            f"Cannot tell the iptables backend from {version_text.strip()!r}; "
+            "expected 'iptables vX.Y.Z (nf_tables)' or '(legacy)'."
+        )
     kind = m[3]
     if kind == "nf_tables":
         return "nft"
@@ -273,7 +282,8 @@ def simulate_restore(tables: dict[str, Table], text: str, *, noflush: bool = Tru
         if not line or line.startswith("#"):
             continue
 
-        def refuse(why: str) -> StepError:
+        # Bound now: refuse() is only ever called in this iteration, but a closure over the loop would not say so.
+        def refuse(why: str, no: int = no, line: str = line) -> StepError:
             return StepError(f"iptables-restore: line {no} failed: {why} ({line})")
 
         if line.startswith("*"):
@@ -310,6 +320,11 @@ def _simulate_command(work: Table, line: str, refuse: Callable[[str], StepError]
     words = line.split(None, 2)
     op, chain = words[0], words[1] if len(words) > 1 else None
     rest = words[2] if len(words) > 2 else ""
+    if op == "-F" and chain is None:  # -F alone flushes every chain of the table
+        work.rules = []
+        return
+    if chain is None:
+        raise refuse(f"{op} needs a chain name")
     if op in ("-A", "-I", "-D", "-P") and chain not in work.chains:
         raise refuse(f"no chain {chain}")
     idx = [i for i, r in enumerate(work.rules) if r.chain == chain]
@@ -332,7 +347,7 @@ def _simulate_command(work: Table, line: str, refuse: Callable[[str], StepError]
             raise refuse("Bad rule (does a matching rule exist in that chain?)")
         del work.rules[hit]
     elif op == "-F":
-        work.rules = [r for r in work.rules if chain is not None and r.chain != chain]
+        work.rules = [r for r in work.rules if r.chain != chain]
     elif op == "-N":
         if chain in work.chains:
             raise refuse("chain already exists")
@@ -369,12 +384,27 @@ def ruleset_diff(expected: dict[str, Table], actual: dict[str, Table]) -> list[s
             ra = [normalize_spec(r.spec) for r in a.chain_rules(chain)]
             rb = [normalize_spec(r.spec) for r in b.chain_rules(chain)]
             if ra != rb:
-                out.append(f"{name} {chain}: expected {len(ra)} rule(s) {[shlex.join(x) for x in ra]}, "
-                           f"found {len(rb)} {[shlex.join(x) for x in rb]}")
+                out.append(
+                    f"{name} {chain}: expected {len(ra)} rule(s) {[shlex.join(x) for x in ra]}, "
+                    f"found {len(rb)} {[shlex.join(x) for x in rb]}"
+                )
     return out
 
 
 __all__ = [
-    "BUILTIN_CHAINS", "COMMENT_PREFIX", "Chain", "Rule", "Table", "changed_tables", "empty_table", "normalize_spec",
-    "parse_backend", "parse_save", "ruleset_diff", "save_warnings", "simulate_restore", "split_spec", "strip_counters",
+    "BUILTIN_CHAINS",
+    "COMMENT_PREFIX",
+    "Chain",
+    "Rule",
+    "Table",
+    "changed_tables",
+    "empty_table",
+    "normalize_spec",
+    "parse_backend",
+    "parse_save",
+    "ruleset_diff",
+    "save_warnings",
+    "simulate_restore",
+    "split_spec",
+    "strip_counters",
 ]
