@@ -55,15 +55,15 @@ def _template(sample: str) -> tuple[str, int, list[str], list[int], list[str]]:
     streams = sorted(set(_STREAM.findall(block)))
     threads = sorted(set(m[3] for m in _HEAD.finditer(block)))
     start = min(int(m[1]) * 1000 + int(m[2]) for m in _HEAD.finditer(block))
-    block = _CONN.sub(lambda m: "{c%d}" % conns.index(int(m[0])), block)
-    block = _STREAM.sub(lambda m: "{s%d}" % streams.index(m[0]), block)
+    block = _CONN.sub(lambda m: f"{{c{conns.index(int(m[0]))}}}", block)
+    block = _STREAM.sub(lambda m: f"{{s{streams.index(m[0])}}}", block)
     offsets: list[int] = []
 
     def head(m: re.Match) -> str:
         offset = int(m[1]) * 1000 + int(m[2]) - start
         if offset not in offsets:
             offsets.append(offset)
-        return "[{t%d}][{w%d}]" % (offsets.index(offset), threads.index(m[3]))
+        return f"[{{t{offsets.index(offset)}}}][{{w{threads.index(m[3])}}}]"
 
     return _HEAD.sub(head, block), len(conns), [str(s) for s in streams], offsets, threads
 
@@ -86,7 +86,7 @@ def write_log(path: Path, lines: int, seed: int = 1, max_bytes: int = 0) -> int:
             values.update({f"w{i}": str(20 + (k + i) % 8) for i in range(len(threads))})
             for i, offset in enumerate(offsets):
                 ms = at + offset
-                values[f"t{i}"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms // 1000)) + ".%03d" % (ms % 1000)
+                values[f"t{i}"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}"
             f.write(template.format(**values))
             written += block_lines
     return written
@@ -128,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lines", type=int, default=0, help="lines in the generated log instead of --mb")
     parser.add_argument("--regex", action="store_true", help="also time the regex-only path (fast=False)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs; the best counts (default 3)")
-    parser.add_argument("--out", type=Path, default=REPO / "build" / "bench" / "logs.json",
-                        help="where the JSON result goes")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "build" / "bench" / "logs.json", help="where the JSON result goes"
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench-logs-") as tmp:

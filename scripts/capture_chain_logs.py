@@ -23,8 +23,8 @@ sys.path.insert(0, str(REPO))
 
 from tproxy_nb import lab  # noqa: E402
 from tproxy_nb.render import envoy  # noqa: E402
-from tproxy_nb.steps import chain, check  # noqa: E402
 from tproxy_nb.settings import Settings  # noqa: E402
+from tproxy_nb.steps import chain, check  # noqa: E402
 
 
 def log_sizes(host, s: Settings) -> dict[str, int]:

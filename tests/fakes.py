@@ -52,8 +52,9 @@ class FakeProcess:
     user: str
 
 
-EMPTY_NAT = ("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
-             ":POSTROUTING ACCEPT [0:0]\nCOMMIT\n")
+EMPTY_NAT = (
+    "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n"
+)
 
 
 def save_text(tables: dict[str, ips.Table]) -> str:
@@ -79,11 +80,19 @@ class FakeHost:
     name: str = "admin@fake:22"
 
     def __post_init__(self) -> None:
-        self.users: dict[str, FakeUser] = {"root": FakeUser(0, 0, "root"), "daemon": FakeUser(1, 1, "daemon"),
-                                           "nobody": FakeUser(65534, 65534, "nobody"),
-                                           "admin": FakeUser(1000, 1000, "Debian")}
-        self.groups: dict[str, tuple[int, list[str]]] = {"root": (0, []), "daemon": (1, []), "sudo": (27, ["admin"]),
-                                                         "nogroup": (65534, []), "admin": (1000, [])}
+        self.users: dict[str, FakeUser] = {
+            "root": FakeUser(0, 0, "root"),
+            "daemon": FakeUser(1, 1, "daemon"),
+            "nobody": FakeUser(65534, 65534, "nobody"),
+            "admin": FakeUser(1000, 1000, "Debian"),
+        }
+        self.groups: dict[str, tuple[int, list[str]]] = {
+            "root": (0, []),
+            "daemon": (1, []),
+            "sudo": (27, ["admin"]),
+            "nogroup": (65534, []),
+            "admin": (1000, []),
+        }
         self.files: dict[str, FakeFile] = {p: FakeFile("dir", 0o755) for p in ("/", "/opt", "/run", "/dev/shm", "/tmp")}
         self.nat = ips.parse_save(EMPTY_NAT)
         self.procs: dict[int, FakeProcess] = {}
@@ -275,7 +284,7 @@ class FakeHost:
         mode = int(args[args.index("-m") + 1], 8)
         owner, group = args[args.index("-o") + 1], args[args.index("-g") + 1]
         self._need_owner(owner, group, " ".join(args))
-        paths = args[args.index("--") + 1:] if "--" in args else [args[-1]]
+        paths = args[args.index("--") + 1 :] if "--" in args else [args[-1]]
         for p in paths:
             self._mkparents(p)
             self.files[p] = FakeFile("dir", mode, owner, group)

@@ -34,16 +34,28 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 JUPYTER = Path(sys.executable).parent / "jupyter"
 #: Headless, root-safe, and quiet: no first-run UI, no background downloads or phoning home.
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-quic", "--disable-dev-shm-usage",
-                  "--window-size=1400,1000")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1000",
+)
 
 if not CHROMIUM or not CHROMEDRIVER:
-    pytest.skip("chromium and chromium-driver are not installed (apt-get install -y chromium chromium-driver)", allow_module_level=True)
+    pytest.skip(
+        "chromium and chromium-driver are not installed (apt-get install -y chromium chromium-driver)",
+        allow_module_level=True,
+    )
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
 from selenium.webdriver.chrome.service import Service  # noqa: E402  (after the skip checks on purpose)
-from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -58,7 +70,10 @@ def _write_settings(settings_dir: Path) -> None:
     """User settings: every cell in the DOM (no virtual scrolling), no news or update pop-ups."""
     files = {
         "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
-        "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
+        "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+            "fetchNews": "false",
+            "checkForUpdates": False,
+        },
     }
     for rel, data in files.items():
         path = settings_dir / rel
@@ -74,12 +89,26 @@ def jupyter(tmp_path_factory):
     shutil.copytree(REPO / "notebooks", work)
     _write_settings(root / "settings")
     port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(root / "config"), "JUPYTER_DATA_DIR": str(root / "data"),
-           "JUPYTER_RUNTIME_DIR": str(root / "runtime")}
-    cmd = [str(JUPYTER), "lab", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-           f"--IdentityProvider.token={token}", "--ServerApp.open_browser=False", "--ServerApp.allow_root=True",
-           f"--ServerApp.root_dir={work}", f"--LabApp.user_settings_dir={root / 'settings'}",
-           f"--LabApp.workspaces_dir={root / 'workspaces'}", "--LabApp.news_url=None"]
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(root / "config"),
+        "JUPYTER_DATA_DIR": str(root / "data"),
+        "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
+    }
+    cmd = [
+        str(JUPYTER),
+        "lab",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        "--ServerApp.open_browser=False",
+        "--ServerApp.allow_root=True",
+        f"--ServerApp.root_dir={work}",
+        f"--LabApp.user_settings_dir={root / 'settings'}",
+        f"--LabApp.workspaces_dir={root / 'workspaces'}",
+        "--LabApp.news_url=None",
+    ]
     log = open(root / "jupyter.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
     base = f"http://127.0.0.1:{port}"
@@ -129,8 +158,12 @@ def _open(browser, jupyter, name: str):
     nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
     # Rendered when every cell is in the DOM and the title's markdown is turned into a heading.
     WebDriverWait(browser, 90).until(
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell")) == len(nb.cells)
-        and d.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-MarkdownCell h1"))
+        lambda d: (
+            len(d.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell"))
+            == len(nb.cells)
+            and d.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-MarkdownCell h1")
+        )
+    )
     return nb
 
 

@@ -24,9 +24,16 @@ def _outcomes(df):
 
 def test_four_outcomes_as_the_service_user(host, chain):
     df = check.run_cases(host, chain, progress=False)
-    assert _outcomes(df) == {"http allowed": "allowed", "http denied": "denied", "https allowed": "allowed", "https denied": "reset"}
+    assert _outcomes(df) == {
+        "http allowed": "allowed",
+        "http denied": "denied",
+        "https allowed": "allowed",
+        "https denied": "reset",
+    }
     rows = df.set_index("case")
-    assert rows.loc["http allowed", "http_code"] == 200 and "Hello from www.google.com" in rows.loc["http allowed", "body"]
+    assert (
+        rows.loc["http allowed", "http_code"] == 200 and "Hello from www.google.com" in rows.loc["http allowed", "body"]
+    )
     assert rows.loc["http denied", "http_code"] == 403
     assert "Hello from www.google.com" in rows.loc["https allowed", "body"]
     assert rows.loc["https denied", "exit_code"] == 35

@@ -12,8 +12,13 @@ from tproxy_nb.steps import chain, envoy_proc, provision
 
 
 def cli(*args, check_code=None, env=None):
-    p = subprocess.run([sys.executable, "-m", "tproxy_nb.cli", *args], capture_output=True, text=True, timeout=300,
-                       env=None if env is None else {**os.environ, **env})
+    p = subprocess.run(
+        [sys.executable, "-m", "tproxy_nb.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=None if env is None else {**os.environ, **env},
+    )
     if check_code is not None:
         assert p.returncode == check_code, (p.returncode, p.stdout, p.stderr)
     return p
@@ -56,7 +61,10 @@ def test_key_with_a_passphrase_and_none_given(tmp_path, closed_port):
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
     key = ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.BestAvailableEncryption(b"secret"))
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
     write_private(tmp_path / "k", key)
     p = cli("check", "--target", f"nobody@127.0.0.1:{closed_port}", "--key", str(tmp_path / "k"))
     assert_one_paragraph(p, "passphrase")
@@ -70,7 +78,15 @@ def test_bad_target_syntax():
 def test_wrong_key(lab_info, tmp_path):
     private, _ = ssh_keypair("wrong")
     write_private(tmp_path / "k", private)
-    p = cli("check", "--target", f"{lab_info.user}@{lab_info.host}", "--key", str(tmp_path / "k"), "--known-hosts", lab_info.known_hosts)
+    p = cli(
+        "check",
+        "--target",
+        f"{lab_info.user}@{lab_info.host}",
+        "--key",
+        str(tmp_path / "k"),
+        "--known-hosts",
+        lab_info.known_hosts,
+    )
     assert_one_paragraph(p, "refused the key")
 
 
@@ -78,7 +94,9 @@ def test_wrong_key(lab_info, tmp_path):
 def test_unknown_host_key_shows_the_fingerprint(lab_info, tmp_path):
     kh = tmp_path / "known_hosts"
     kh.write_text("")
-    p = cli("check", "--target", f"{lab_info.user}@{lab_info.host}", "--key", lab_info.key_file, "--known-hosts", str(kh))
+    p = cli(
+        "check", "--target", f"{lab_info.user}@{lab_info.host}", "--key", lab_info.key_file, "--known-hosts", str(kh)
+    )
     assert_one_paragraph(p, lab_info.host_key_fingerprint)
     assert kh.read_text() == ""
 
@@ -88,9 +106,15 @@ def nosudo_user(host, lab_info, tmp_path):
     """A second login user without sudo rights (marked, so lab down removes it too)."""
     private, public = ssh_keypair("nosudo")
     write_private(tmp_path / "nosudo", private)
-    host.run("id tpx-nosudo >/dev/null 2>&1 || useradd -m -s /bin/bash -c 'tproxy-nb test user' tpx-nosudo; usermod -p '*' tpx-nosudo", sudo=True)
+    host.run(
+        "id tpx-nosudo >/dev/null 2>&1 || useradd -m -s /bin/bash -c 'tproxy-nb test user' tpx-nosudo; "
+        "usermod -p '*' tpx-nosudo",
+        sudo=True,
+    )
     host.run("install -d -m 700 -o tpx-nosudo -g tpx-nosudo ~tpx-nosudo/.ssh", sudo=True)
-    host.put_text(public + "\n", "/home/tpx-nosudo/.ssh/authorized_keys", mode=0o600, owner="tpx-nosudo", group="tpx-nosudo")
+    host.put_text(
+        public + "\n", "/home/tpx-nosudo/.ssh/authorized_keys", mode=0o600, owner="tpx-nosudo", group="tpx-nosudo"
+    )
     yield tmp_path / "nosudo"
     host.run("userdel -r -f tpx-nosudo", sudo=True, check=False)
 
@@ -98,7 +122,15 @@ def nosudo_user(host, lab_info, tmp_path):
 @pytest.mark.lab
 def test_login_user_without_sudo_changes_nothing(lab_info, nosudo_user, host):
     before = host.run("getent passwd | sort; ls /opt", sudo=True, check=False).stdout
-    p = cli("provision", "--target", f"tpx-nosudo@{lab_info.host}", "--key", str(nosudo_user), "--known-hosts", lab_info.known_hosts)
+    p = cli(
+        "provision",
+        "--target",
+        f"tpx-nosudo@{lab_info.host}",
+        "--key",
+        str(nosudo_user),
+        "--known-hosts",
+        lab_info.known_hosts,
+    )
     assert_one_paragraph(p, "cannot run sudo")
     assert host.run("getent passwd | sort; ls /opt", sudo=True, check=False).stdout == before
 
@@ -117,7 +149,9 @@ def test_config_that_fails_validation_is_named_and_nothing_starts(host, provisio
     cfg = envoy.config_path(provisioned, "igw")
     good = host.get(cfg, sudo=True)
     try:
-        host.put_text(good.replace("stat_prefix", "stat_prefixx", 1), cfg, mode=0o640, owner="root", group=provisioned.envoy.group)
+        host.put_text(
+            good.replace("stat_prefix", "stat_prefixx", 1), cfg, mode=0o640, owner="root", group=provisioned.envoy.group
+        )
         p = cli("envoy", "start")
         assert_one_paragraph(p, "igw")
         assert not envoy_proc.status(host, provisioned)["running"].any()
@@ -128,14 +162,20 @@ def test_config_that_fails_validation_is_named_and_nothing_starts(host, provisio
 @pytest.mark.lab
 def test_port_in_use_names_port_and_process(host, provisioned):
     port = provisioned.ports.igw
-    host.run(f"setsid sh -c 'exec /usr/bin/python3 -c \"import socket,time; s=socket.socket(); s.bind((\\\"127.0.0.1\\\", {port})); s.listen(); time.sleep(60)\"' >/dev/null 2>&1 < /dev/null &", sudo=True)
+    host.run(
+        f"setsid sh -c 'exec /usr/bin/python3 -c \"import socket,time; s=socket.socket(); "
+        f's.bind((\\"127.0.0.1\\", {port})); s.listen(); time.sleep(60)"\' >/dev/null 2>&1 < /dev/null &',
+        sudo=True,
+    )
     try:
         host.run(f"for i in $(seq 50); do ss -ltn | grep -q ':{port} ' && exit 0; sleep 0.1; done; exit 1", timeout=30)
         p = cli("envoy", "start")
         assert_one_paragraph(p, str(port), "python3")
         assert not envoy_proc.status(host, provisioned)["running"].any()
     finally:
-        host.run(f"ss -ltnpH 'sport = :{port}' | grep -o 'pid=[0-9]*' | cut -d= -f2 | xargs -r kill", sudo=True, check=False)
+        host.run(
+            f"ss -ltnpH 'sport = :{port}' | grep -o 'pid=[0-9]*' | cut -d= -f2 | xargs -r kill", sudo=True, check=False
+        )
 
 
 @pytest.mark.lab
@@ -187,7 +227,9 @@ def test_curl_missing_on_the_target(lab_info, host, curl_hidden):
     assert_one_paragraph(cli("check"), "curl is not installed", "apt-get install")
 
 
-@pytest.mark.parametrize("args", [["check", "--repeat", "0"], ["iptables", "apply", "--guard", "-1"], ["check", "--repeat", "x"]])
+@pytest.mark.parametrize(
+    "args", [["check", "--repeat", "0"], ["iptables", "apply", "--guard", "-1"], ["check", "--repeat", "x"]]
+)
 def test_non_positive_numbers_are_usage_errors(args):
     p = cli(*args)
     assert p.returncode == 2 and "Traceback" not in p.stderr

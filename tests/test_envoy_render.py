@@ -67,7 +67,10 @@ def test_every_config_parses_and_is_fully_substituted(settings, name):
     text = envoy.render(settings, name)
     assert "${" not in text
     cfg = yaml.safe_load(text)
-    assert cfg["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": envoy.admin_port(settings, name)}
+    assert cfg["admin"]["address"]["socket_address"] == {
+        "address": "127.0.0.1",
+        "port_value": envoy.admin_port(settings, name),
+    }
 
 
 def test_render_all_names(settings):
@@ -81,7 +84,10 @@ def test_sidecar_listeners_ports_and_listener_filters(settings):
     assert tls["address"]["socket_address"]["port_value"] == settings.ports.tls_redirect == 12000
     assert [f["name"] for f in http["listener_filters"]] == ["envoy.filters.listener.original_dst"]
     # original_dst must run before tls_inspector: the port comes from the first, the SNI from the second.
-    assert [f["name"] for f in tls["listener_filters"]] == ["envoy.filters.listener.original_dst", "envoy.filters.listener.tls_inspector"]
+    assert [f["name"] for f in tls["listener_filters"]] == [
+        "envoy.filters.listener.original_dst",
+        "envoy.filters.listener.tls_inspector",
+    ]
     chain = tls["filter_chains"][0]
     assert chain["filter_chain_match"] == {"transport_protocol": "tls"}
     tcp = chain["filters"][0]["typed_config"]
@@ -101,9 +107,14 @@ def test_sidecar_clusters_use_mtls_and_check_gateway_names(settings):
         tls = c["transport_socket"]["typed_config"]
         assert tls["@type"].endswith("UpstreamTlsContext")
         ctx = tls["common_tls_context"]
-        assert ctx["tls_certificates"][0] == {"certificate_chain": {"filename": f"{d}/sidecar.pem"}, "private_key": {"filename": f"{d}/sidecar.key"}}
+        assert ctx["tls_certificates"][0] == {
+            "certificate_chain": {"filename": f"{d}/sidecar.pem"},
+            "private_key": {"filename": f"{d}/sidecar.key"},
+        }
         assert ctx["validation_context"]["trusted_ca"] == {"filename": f"{d}/server-ca.pem"}
-        assert ctx["validation_context"]["match_typed_subject_alt_names"] == [{"san_type": "DNS", "matcher": {"exact": certs.GATEWAY_DNS[name]}}]
+        assert ctx["validation_context"]["match_typed_subject_alt_names"] == [
+            {"san_type": "DNS", "matcher": {"exact": certs.GATEWAY_DNS[name]}}
+        ]
         assert tls["sni"] == certs.GATEWAY_DNS[name]
 
 
@@ -118,20 +129,29 @@ def test_gateways_require_the_sidecar_client_cert(settings, name):
     vc = tls["common_tls_context"]["validation_context"]
     assert vc["trusted_ca"] == {"filename": f"{settings.paths.certs}/client-ca.pem"}
     assert vc["match_typed_subject_alt_names"] == [{"san_type": "URI", "matcher": {"exact": certs.SIDECAR_URI}}]
-    assert tls["common_tls_context"]["tls_certificates"][0]["certificate_chain"] == {"filename": f"{settings.paths.certs}/{name}.pem"}
+    assert tls["common_tls_context"]["tls_certificates"][0]["certificate_chain"] == {
+        "filename": f"{settings.paths.certs}/{name}.pem"
+    }
 
 
 @pytest.mark.parametrize("name", ["igw", "igw_http"])
 def test_gateways_check_rbac_before_dynamic_forward_proxy(settings, name):
     hcm = first_filter(listener(parsed(settings, name), name))
-    assert http_filter_names(hcm) == ["envoy.filters.http.rbac", "envoy.filters.http.dynamic_forward_proxy", "envoy.filters.http.router"]
+    assert http_filter_names(hcm) == [
+        "envoy.filters.http.rbac",
+        "envoy.filters.http.dynamic_forward_proxy",
+        "envoy.filters.http.router",
+    ]
     rules = hcm["http_filters"][0]["typed_config"]["rules"]
     assert rules["action"] == "ALLOW"
     assert set(rules["policies"]) == {f"allow-{h}" for h in settings.allowed_hosts}
     dfp = cluster(parsed(settings, name), "dynamic_forward_proxy")
     assert dfp["cluster_type"]["name"] == "envoy.clusters.dynamic_forward_proxy"
     # Filter and cluster must share one DNS cache, or the cluster never sees the lookups.
-    assert dfp["cluster_type"]["typed_config"]["dns_cache_config"] == hcm["http_filters"][1]["typed_config"]["dns_cache_config"]
+    assert (
+        dfp["cluster_type"]["typed_config"]["dns_cache_config"]
+        == hcm["http_filters"][1]["typed_config"]["dns_cache_config"]
+    )
 
 
 def test_igw_terminates_connect(settings):
@@ -148,11 +168,19 @@ def test_igw_http_does_not_accept_connect(settings):
     assert hcm["route_config"]["virtual_hosts"][0]["routes"][0]["match"] == {"prefix": "/"}
 
 
-@pytest.mark.parametrize("authority,allowed", [
-    ("www.google.com", True), ("www.google.com:443", True), ("www.google.com:80", True),
-    ("www.lyft.com:443", False), ("www.google.com.evil.example:443", False), ("xwww.google.com", False),
-    ("wwwxgoogle.com", False), ("www.google.com:", False),
-])
+@pytest.mark.parametrize(
+    "authority,allowed",
+    [
+        ("www.google.com", True),
+        ("www.google.com:443", True),
+        ("www.google.com:80", True),
+        ("www.lyft.com:443", False),
+        ("www.google.com.evil.example:443", False),
+        ("xwww.google.com", False),
+        ("wwwxgoogle.com", False),
+        ("www.google.com:", False),
+    ],
+)
 def test_authority_regex(authority, allowed):
     # Python's re agrees with RE2 on this subset (anchors, escaped dots, a counted class).
     assert bool(re.match(envoy.authority_regex("www.google.com"), authority)) is allowed
@@ -165,7 +193,10 @@ def test_changing_allowed_hosts_changes_only_the_rbac_block(settings):
         policies = first_filter(listener(after, name))["http_filters"][0]["typed_config"]["rules"]["policies"]
         assert set(policies) == {"allow-www.google.com", "allow-api.example.org"}
         regex = policies["allow-api.example.org"]["permissions"][0]["header"]
-        assert regex == {"name": ":authority", "string_match": {"safe_regex": {"regex": r"^api\.example\.org(:[0-9]+)?$"}}}
+        assert regex == {
+            "name": ":authority",
+            "string_match": {"safe_regex": {"regex": r"^api\.example\.org(:[0-9]+)?$"}},
+        }
         # Everything but the policies is identical.
         first_filter(listener(before, name))["http_filters"][0]["typed_config"]["rules"]["policies"] = policies
         assert before == after
@@ -173,9 +204,18 @@ def test_changing_allowed_hosts_changes_only_the_rbac_block(settings):
 
 
 def test_ports_and_paths_come_from_settings():
-    s = Settings().replace(ports=Ports(http_redirect=15003, tls_redirect=15000, igw=15010, igw_http=15011,
-                                       admin_sidecar=15901, admin_igw=15902, admin_igw_http=15903),
-                           paths=Paths(root="/srv/tpx"))
+    s = Settings().replace(
+        ports=Ports(
+            http_redirect=15003,
+            tls_redirect=15000,
+            igw=15010,
+            igw_http=15011,
+            admin_sidecar=15901,
+            admin_igw=15902,
+            admin_igw_http=15903,
+        ),
+        paths=Paths(root="/srv/tpx"),
+    )
     text = "\n".join(envoy.render_all(s).values())
     for port in (15003, 15000, 15010, 15011, 15901, 15902, 15903):
         assert str(port) in text
@@ -215,7 +255,11 @@ def test_command_and_paths(settings):
     assert cmd[cmd.index("--log-path") + 1] == "/opt/tproxy-nb/log/igw.log"
     assert envoy.shm_path(settings, "sidecar") == "/dev/shm/envoy_shared_memory_110"
     assert envoy.pid_path(settings, "igw_http") == "/opt/tproxy-nb/run/igw_http.pid"
-    assert envoy.listen_ports(settings, "sidecar") == {"http_redirect": 12003, "tls_redirect": 12000, "admin_sidecar": 9901}
+    assert envoy.listen_ports(settings, "sidecar") == {
+        "http_redirect": 12003,
+        "tls_redirect": 12000,
+        "admin_sidecar": 9901,
+    }
 
 
 def test_launch_script_keeps_a_waiting_parent(settings):
@@ -236,7 +280,8 @@ def test_process_pattern_is_anchored_and_escaped(settings):
 
 def test_parse_ss():
     text = (
-        'LISTEN 0      4096       127.0.0.1:9901       0.0.0.0:*    users:(("envoy",pid=7,fd=20),("envoy",pid=8,fd=20))\n'
+        "LISTEN 0      4096       127.0.0.1:9901       0.0.0.0:*    "
+        'users:(("envoy",pid=7,fd=20),("envoy",pid=8,fd=20))\n'
         'LISTEN 0      128        [::]:22              [::]:*       users:(("sshd",pid=55,fd=4))\n'
         "garbage\n"
     )
@@ -248,8 +293,14 @@ def test_parse_ss():
 
 
 def test_parse_listeners_and_version():
-    assert envoy.parse_listeners("sidecar_http::127.0.0.1:12003\nsidecar_tls::127.0.0.1:12000\n") == ["127.0.0.1:12003", "127.0.0.1:12000"]
-    out = "\n/opt/tproxy-nb/bin/envoy  version: 9e5580933739775e8bce696a57a2e1bc99368f23/1.40.0/Clean/RELEASE/BoringSSL\n\n"
+    assert envoy.parse_listeners("sidecar_http::127.0.0.1:12003\nsidecar_tls::127.0.0.1:12000\n") == [
+        "127.0.0.1:12003",
+        "127.0.0.1:12000",
+    ]
+    out = (
+        "\n/opt/tproxy-nb/bin/envoy  version: "
+        "9e5580933739775e8bce696a57a2e1bc99368f23/1.40.0/Clean/RELEASE/BoringSSL\n\n"
+    )
     assert envoy.parse_version(out) == "1.40.0"
 
 
@@ -268,7 +319,9 @@ def _eku(cert: x509.Certificate) -> set:
 
 
 def test_certificates_have_the_right_sans_ekus_and_issuers(cert_dir):
-    load = lambda n: pki.load(cert_dir / f"{n}.pem", cert_dir / f"{n}.key")
+    def load(n):
+        return pki.load(cert_dir / f"{n}.pem", cert_dir / f"{n}.key")
+
     client_ca, server_ca = load("client-ca"), load("server-ca")
     sidecar, igw, igw_http = load("sidecar"), load("igw"), load("igw_http")
     assert certs.sans(sidecar.cert) == sorted([certs.SIDECAR_DNS, certs.SIDECAR_URI])

@@ -21,7 +21,9 @@ def test_a_dead_envoy_is_reported_with_its_log_and_restarts(host, running):
     st = envoy_proc.status(host, running).set_index("name")
     pid = int(st.loc["igw", "pid"])
     host.run(["kill", "-9", str(pid)], sudo=True)
-    host.run(f"for i in $(seq 50); do kill -0 {pid} 2>/dev/null || exit 0; sleep 0.1; done; exit 1", sudo=True, timeout=30)
+    host.run(
+        f"for i in $(seq 50); do kill -0 {pid} 2>/dev/null || exit 0; sleep 0.1; done; exit 1", sudo=True, timeout=30
+    )
     st = envoy_proc.status(host, running).set_index("name")
     assert not st.loc["igw", "running"]
     assert st.loc["igw", "log_tail"]  # the last lines of its log, to see why

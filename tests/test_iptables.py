@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from fakes import FakeHost
+
+from tproxy_nb.errors import StepError
 from tproxy_nb.render import firewall as fw
 from tproxy_nb.render import iptables_save as ips
+from tproxy_nb.settings import Settings, load_settings
 from tproxy_nb.steps import firewall as ipt
 from tproxy_nb.steps import guard
-from tproxy_nb.errors import StepError
-from tproxy_nb.settings import Settings, load_settings
 
 GOLDEN = Path(__file__).parent / "golden" / "iptables"
 UPDATE = os.environ.get("TPROXY_NB_UPDATE_GOLDEN") == "1"
@@ -131,37 +131,50 @@ def test_parse_legacy_and_empty_samples():
 
 
 def test_parse_without_counters_and_warnings():
-    text = "*nat\n:OUTPUT ACCEPT\n-A OUTPUT -j RETURN\n# Warning: iptables-legacy tables present, use iptables-legacy-save to see them\nCOMMIT\n"
+    text = (
+        "*nat\n:OUTPUT ACCEPT\n-A OUTPUT -j RETURN\n"
+        "# Warning: iptables-legacy tables present, use iptables-legacy-save to see them\nCOMMIT\n"
+    )
     nat = ips.parse_save(text)["nat"]
     assert nat.rules == [ips.Rule("OUTPUT", "-j RETURN")]
     assert nat.warnings == ["Warning: iptables-legacy tables present, use iptables-legacy-save to see them"]
     assert ips.save_warnings(text) == nat.warnings
 
 
-@pytest.mark.parametrize("text, words", [
-    ("-A OUTPUT -j RETURN\n", r"before any \*table"),
-    ("*nat\nnonsense\nCOMMIT\n", "line 2"),
-    ("*nat\n:OUTPUT ACCEPT [0:0]\n", "cut off"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("-A OUTPUT -j RETURN\n", r"before any \*table"),
+        ("*nat\nnonsense\nCOMMIT\n", "line 2"),
+        ("*nat\n:OUTPUT ACCEPT [0:0]\n", "cut off"),
+    ],
+)
 def test_parse_errors_name_the_line(text, words):
     with pytest.raises(StepError, match=words):
         ips.parse_save(text)
 
 
 def test_split_and_normalize_spec():
-    assert ips.split_spec('-p tcp -m tcp --dport 80 -m comment --comment "tproxy-nb: x" -j REDIRECT --to-ports 1') == \
-        ("-p tcp -m tcp --dport 80", "REDIRECT", "--to-ports 1", "tproxy-nb: x")
+    assert ips.split_spec('-p tcp -m tcp --dport 80 -m comment --comment "tproxy-nb: x" -j REDIRECT --to-ports 1') == (
+        "-p tcp -m tcp --dport 80",
+        "REDIRECT",
+        "--to-ports 1",
+        "tproxy-nb: x",
+    )
     assert ips.split_spec("-o lo") == ("-o lo", "", "", None)
     assert ips.normalize_spec("-p tcp --dport 80 -j ACCEPT") == ips.normalize_spec("-p tcp -m tcp --dport 80 -j ACCEPT")
     assert ips.normalize_spec('-m comment --comment "a b"') == ips.normalize_spec("-m comment --comment 'a b'")
     assert ips.normalize_spec("-p tcp -m multiport --dports 1,2") != ips.normalize_spec("-p tcp --dports 1,2")
 
 
-@pytest.mark.parametrize("text, kind", [
-    ("iptables v1.8.9 (nf_tables)\n", "nft"),
-    ("iptables v1.8.7 (legacy)\n", "legacy"),
-    ("iptables v1.6.1\n", "legacy"),
-])
+@pytest.mark.parametrize(
+    "text, kind",
+    [
+        ("iptables v1.8.9 (nf_tables)\n", "nft"),
+        ("iptables v1.8.7 (legacy)\n", "legacy"),
+        ("iptables v1.6.1\n", "legacy"),
+    ],
+)
 def test_parse_backend(text, kind):
     assert ips.parse_backend(text) == kind
 
@@ -248,8 +261,10 @@ def test_plan_shows_restore_text_for_dry_run():
 
 
 def test_plan_deletes_our_comment_outside_the_chain():
-    state = ips.simulate_restore(sample("save-nft-applied.txt"),
-                                 '*nat\n-A POSTROUTING -m comment --comment "tproxy-nb: left over" -j RETURN\nCOMMIT\n')
+    state = ips.simulate_restore(
+        sample("save-nft-applied.txt"),
+        '*nat\n-A POSTROUTING -m comment --comment "tproxy-nb: left over" -j RETURN\nCOMMIT\n',
+    )
     text = restore_text(ipt.plan_from_state(state, Settings()))
     assert text == '*nat\n-D POSTROUTING -m comment --comment "tproxy-nb: left over" -j RETURN\nCOMMIT\n'
 
@@ -260,8 +275,13 @@ def test_plan_passes_warnings_on():
     assert "legacy tables present" in ipt.plan_from_state(nat, Settings()).notes[0]
 
 
-REMOVE_CASES = ["save-nft-empty.txt", "save-nft-applied.txt", "save-nft-previous-version.txt",
-                "save-nft-duplicate-hook.txt", "save-legacy-stale.txt"]
+REMOVE_CASES = [
+    "save-nft-empty.txt",
+    "save-nft-applied.txt",
+    "save-nft-previous-version.txt",
+    "save-nft-duplicate-hook.txt",
+    "save-legacy-stale.txt",
+]
 
 
 @pytest.mark.parametrize("name", REMOVE_CASES)
@@ -310,7 +330,9 @@ def test_simulator_refuses_like_iptables_and_changes_nothing():
 
 
 def test_simulator_insert_and_flush_semantics():
-    state = ips.simulate_restore({}, "*nat\n-A OUTPUT -j A1\n-A OUTPUT -j A2\n-I OUTPUT 2 -j I2\n-I OUTPUT -j I1\nCOMMIT\n")
+    state = ips.simulate_restore(
+        {}, "*nat\n-A OUTPUT -j A1\n-A OUTPUT -j A2\n-I OUTPUT 2 -j I2\n-I OUTPUT -j I1\nCOMMIT\n"
+    )
     assert [r.spec for r in state["nat"].chain_rules("OUTPUT")] == ["-j I1", "-j A1", "-j I2", "-j A2"]
     full = ips.simulate_restore(state, "*nat\n:X - [0:0]\n-A X -j RETURN\nCOMMIT\n", noflush=False)
     assert full["nat"].chain_rules("OUTPUT") == [] and full["nat"].chain_rules("X") == [ips.Rule("X", "-j RETURN")]
@@ -322,7 +344,9 @@ DROP_SSH = "*filter\n-A INPUT -p tcp -m tcp --dport 22 -j DROP\nCOMMIT\n"
 def test_rollback_text_adds_tables_the_save_lacks():
     saved = (GOLDEN / "save-nft-applied.txt").read_text()
     text = guard.rollback_text(saved, DROP_SSH)
-    assert text.startswith(saved) and text.endswith("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n")
+    assert text.startswith(saved) and text.endswith(
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+    )
     # Simulated: apply the SSH-cutting rule, then the full (flushing) rollback: identical to before.
     original = ips.parse_save(saved)
     broken = ips.simulate_restore(original, DROP_SSH)
@@ -355,14 +379,18 @@ def test_guard_timer_fires_and_restores(tmp_path):
     files = guard.GuardFiles(str(tmp_path), "t1")
     Path(files.backup).write_text("*nat\nCOMMIT\n")
     env = _fake_root(tmp_path)
-    out = subprocess.run(["sh", "-c", guard.timer_script(files, 0.3)], env=env, capture_output=True, text=True, timeout=10)
+    out = subprocess.run(
+        ["sh", "-c", guard.timer_script(files, 0.3)], env=env, capture_output=True, text=True, timeout=10
+    )
     assert out.stdout.strip().isdigit()
     deadline = time.monotonic() + 5
     while not Path(files.path("rolled-back")).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert (tmp_path / "restored").read_text() == "*nat\nCOMMIT\n"
     assert not Path(files.backup).exists()
-    late = subprocess.run(["sh", "-c", guard.confirm_script(files)], env=env, capture_output=True, text=True, timeout=10)
+    late = subprocess.run(
+        ["sh", "-c", guard.confirm_script(files)], env=env, capture_output=True, text=True, timeout=10
+    )
     assert late.stdout.strip() == "expired"
 
 
@@ -371,7 +399,11 @@ def test_guard_confirm_cancels_the_timer(tmp_path):
     files = guard.GuardFiles(str(tmp_path), "t2")
     Path(files.backup).write_text("*nat\nCOMMIT\n")
     env = _fake_root(tmp_path)
-    pid = int(subprocess.run(["sh", "-c", guard.timer_script(files, 30)], env=env, capture_output=True, text=True, timeout=10).stdout)
+    pid = int(
+        subprocess.run(
+            ["sh", "-c", guard.timer_script(files, 30)], env=env, capture_output=True, text=True, timeout=10
+        ).stdout
+    )
     ok = subprocess.run(["sh", "-c", guard.confirm_script(files)], env=env, capture_output=True, text=True, timeout=10)
     assert ok.stdout.strip() == "confirmed" and ok.stderr == ""
     deadline = time.monotonic() + 5
@@ -391,7 +423,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-# --------------------------------------------------------------------------- host-facing functions against the fake host
+# ------------------------------------------------------------------ host-facing functions against the fake host
 
 
 def loaded(name: str) -> FakeHost:
@@ -422,8 +454,10 @@ def test_restore_failure_names_the_line_and_says_nothing_changed():
 
 def test_restore_failure_nft_wording():
     text = "*nat\n-A OUTPUT -j RETURN\n-A OUTPUT -j NO_SUCH\nCOMMIT\n"
-    err = ("iptables-restore v1.8.9 (nf_tables): Chain 'NO_SUCH' does not exist\nError occurred at line: 3\n"
-           "Try `iptables-restore -h' or 'iptables-restore --help' for more information.\n")
+    err = (
+        "iptables-restore v1.8.9 (nf_tables): Chain 'NO_SUCH' does not exist\nError occurred at line: 3\n"
+        "Try `iptables-restore -h' or 'iptables-restore --help' for more information.\n"
+    )
     with pytest.raises(StepError) as e:
         guard.restore(FakeHost({"iptables-restore": (2, "", err)}), text)
     msg = str(e.value)
@@ -444,7 +478,7 @@ def test_show_counters_and_empty():
     df = ipt.show(loaded("save-nft-duplicate-hook.txt"))
     assert list(df.columns) == ["chain", "num", "packets", "bytes", "target", "target_options", "match", "comment"]
     assert list(df["chain"]) == ["OUTPUT"] * 2 + ["ENVOY_EGRESS"] * 7
-    assert list(df["num"][:2]) == [3, 4]              # positions as iptables -L --line-numbers shows them
+    assert list(df["num"][:2]) == [3, 4]  # positions as iptables -L --line-numbers shows them
     assert str(df["packets"].dtype) == "int64" and df["packets"].sum() == 6 + 1 + 1 + 2 + 2
     assert df.iloc[7]["target_options"] == "--to-ports 12003"
     empty = ipt.show(loaded("save-nft-empty.txt"))

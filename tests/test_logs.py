@@ -652,14 +652,14 @@ def test_mixed_paste_with_bad_bytes_and_cut_lines():
 def test_family_regexes_each_read_their_sample_line():
     """The documented sample line of each family is read by that family's regex and no other."""
     samples = {
-        "envoy": '[2026-11-26 06:10:01.123][7][debug][http] [source/common/http/conn_manager_impl.cc:393] '
-                 '[Tags: "ConnectionId":"5"] new stream',
+        "envoy": "[2026-11-26 06:10:01.123][7][debug][http] [source/common/http/conn_manager_impl.cc:393] "
+        '[Tags: "ConnectionId":"5"] new stream',
         "envoy-1.7": "[2018-06-20 10:42:08.410][17][debug][http] "
-                     "external/envoy/source/common/http/conn_manager_impl.cc:187] [C12] new stream",
+        "external/envoy/source/common/http/conn_manager_impl.cc:187] [C12] new stream",
         "istio-1.4": "[Envoy (Epoch 0)] [2020-02-11 16:04:50.792][22][debug][filter] "
-                     "[external/envoy/source/original_dst.cc:18] original_dst: New connection accepted",
+        "[external/envoy/source/original_dst.cc:18] original_dst: New connection accepted",
         "istio": "2024-04-24T01:32:42.812279Z\tdebug\tenvoy rbac external/envoy/source/rbac_filter.cc:114"
-                 "\tchecking request\tthread=15",
+        "\tchecking request\tthread=15",
     }
     for family, line in samples.items():
         hits = [name for name, pattern in logparse.FAMILIES.items() if pattern.match("\n" + line)]

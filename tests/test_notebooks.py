@@ -35,8 +35,9 @@ def pair_differences(md: Path, ipynb: Path) -> list[str]:
         found.append(f"{md.name} has {len(a.cells)} cells, {ipynb.name} {len(b.cells)}")
     for i, (x, y) in enumerate(zip(a.cells, b.cells)):
         if (x.cell_type, x.source, tags(x)) != (y.cell_type, y.source, tags(y)):
-            found.append(f"cell {i}: {x.cell_type} {x.source[:60]!r} {tags(x)}"
-                         f" != {y.cell_type} {y.source[:60]!r} {tags(y)}")
+            found.append(
+                f"cell {i}: {x.cell_type} {x.source[:60]!r} {tags(x)} != {y.cell_type} {y.source[:60]!r} {tags(y)}"
+            )
     return found
 
 
@@ -59,8 +60,9 @@ def steps(nb) -> list[tuple[str, list]]:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_notebook_has_no_outputs(path):
     nb = nbformat.read(path, as_version=4)
-    dirty = [i for i, c in enumerate(nb.cells)
-             if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
+    dirty = [
+        i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count is not None)
+    ]
     assert not dirty, f"{path.name}: cells {dirty} hold outputs or execution counts; clear them before committing"
 
 
@@ -69,11 +71,13 @@ def test_notebook_and_its_myst_source_are_in_sync(path):
     md = path.with_suffix(".md")
     assert md.is_file(), f"{md.name} is missing: notebooks are authored in MyST (jupytext --set-formats ipynb,md:myst)"
     text = md.read_text()
-    assert "formats: ipynb,md:myst" in text and "format_name: myst" in text, \
+    assert "formats: ipynb,md:myst" in text and "format_name: myst" in text, (
         f"{md.name} lacks its jupytext pairing header"
+    )
     differences = pair_differences(md, path)
-    assert not differences, \
-        f"{md.name} and {path.name} differ; run jupytext --sync notebooks/*.md:\n" + "\n".join(differences)
+    assert not differences, f"{md.name} and {path.name} differ; run jupytext --sync notebooks/*.md:\n" + "\n".join(
+        differences
+    )
 
 
 def test_a_pair_that_differs_is_found(tmp_path):
@@ -118,8 +122,9 @@ def test_notebook_shape(path):
         last = [c for c in cells if c.cell_type == "code"][-1:]
         assert last and "verify" in tags(last[0]), f"{path.name}: {heading!r} does not end in a cell tagged verify"
     headings = [h for h, _ in sections(nb)]
-    assert "## Clean-up" in headings and headings.index("## Clean-up") > headings.index(found[-1][0]), \
+    assert "## Clean-up" in headings and headings.index("## Clean-up") > headings.index(found[-1][0]), (
         f"{path.name} has no clean-up section after its steps"
+    )
     links = " ".join(c.source for c in nb.cells if c.cell_type == "markdown")
     for other in NOTEBOOKS:
         if other != path:
@@ -145,8 +150,12 @@ def test_parameters_are_injected_papermill_style():
     i = report.inject_parameters(nb, source)
     assert "parameters" in nb.cells[i].metadata["tags"]
     assigned = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(nb.cells[i].source).body}
-    assert assigned == {"TARGET": "admin@203.0.113.10:22", "KEY_FILE": str(Path("key.pem").resolve()),
-                        "KNOWN_HOSTS": str(Path("pinned_hosts").resolve()), "SETTINGS_FILE": None}
+    assert assigned == {
+        "TARGET": "admin@203.0.113.10:22",
+        "KEY_FILE": str(Path("key.pem").resolve()),
+        "KNOWN_HOSTS": str(Path("pinned_hosts").resolve()),
+        "SETTINGS_FILE": None,
+    }
     assert set(assigned) == PARAMETERS
 
 
@@ -198,8 +207,9 @@ def test_run_all_against_the_lab(lab_info, tmp_path, capfd):
             assert "verify" in tags(last), f"{name}: {heading!r} does not end in a verification"
             shown = [o for o in last.get("outputs", []) if o.get("output_type") == "execute_result"]
             said = shown[0]["data"]["text/plain"].lstrip("f'\"") if shown else ""
-            assert last.get("execution_count") and said.startswith("✓"), \
+            assert last.get("execution_count") and said.startswith("✓"), (
                 f"{name}: the verification of {heading!r} did not run or showed nothing: {last.get('outputs')}"
+            )
     testing = nbformat.read(out / "04_testing.ipynb", as_version=4)
     table = [c for c in testing.cells if "outcome-table" in c.metadata.get("tags", [])]
     assert len(table) == 1
@@ -218,10 +228,14 @@ def warning_lines(stderr: str) -> list[str]:
 
 def _tiny_notebook(path: Path, *sources: str) -> Path:
     params = 'TARGET = "lab"\nKEY_FILE = None\nKNOWN_HOSTS = None\nSETTINGS_FILE = None'
-    cells = [nbformat.v4.new_markdown_cell("# tiny"),
-             nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]})]
+    cells = [
+        nbformat.v4.new_markdown_cell("# tiny"),
+        nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
+    ]
     cells += [nbformat.v4.new_code_cell(src) for src in sources]
-    nb = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb = nbformat.v4.new_notebook(
+        cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    )
     nbformat.write(nb, path)
     return path
 
@@ -273,8 +287,9 @@ def test_tproxy_nb_run_hands_known_hosts_to_the_notebooks(tmp_path, monkeypatch)
     monkeypatch.setattr(report, "NOTEBOOKS", ("a",))
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
-    code = cli.main(["run", "--target", "admin@203.0.113.10", "--key", "k.pem", "--known-hosts", "pinned",
-                     "--out", str(out)])
+    code = cli.main(
+        ["run", "--target", "admin@203.0.113.10", "--key", "k.pem", "--known-hosts", "pinned", "--out", str(out)]
+    )
     assert code == 0
     ran = nbformat.read(out / "a.ipynb", as_version=4)
     printed = ran.cells[2].outputs[0]["text"].split()
@@ -287,16 +302,23 @@ def test_tproxy_nb_run_hands_known_hosts_to_the_notebooks(tmp_path, monkeypatch)
 def test_admin_counters_are_parsed_and_what_moved_is_kept():
     from tproxy_nb import tutorial
 
-    before = tutorial.parse_counters("http.igw.rbac.allowed: 0\nhttp.igw.rbac.denied: 0\n"
-                                     "cluster_manager.active_clusters: 2\nserver.version: 1.40.0\n"
-                                     "igw::127.0.0.1:12010::cx_total::0\nigw::127.0.0.1:12010::health_flags::healthy")
-    assert before == {"http.igw.rbac.allowed": 0, "http.igw.rbac.denied": 0, "cluster_manager.active_clusters": 2,
-                      "igw::127.0.0.1:12010::cx_total": 0}
+    before = tutorial.parse_counters(
+        "http.igw.rbac.allowed: 0\nhttp.igw.rbac.denied: 0\n"
+        "cluster_manager.active_clusters: 2\nserver.version: 1.40.0\n"
+        "igw::127.0.0.1:12010::cx_total::0\nigw::127.0.0.1:12010::health_flags::healthy"
+    )
+    assert before == {
+        "http.igw.rbac.allowed": 0,
+        "http.igw.rbac.denied": 0,
+        "cluster_manager.active_clusters": 2,
+        "igw::127.0.0.1:12010::cx_total": 0,
+    }
     after = {**before, "http.igw.rbac.denied": 5, "igw::127.0.0.1:12010::cx_total": 3}
     moved = tutorial.counter_changes(before, after)
     assert moved.to_dict("records") == [
         {"counter": "http.igw.rbac.denied", "before": 0, "after": 5, "change": 5},
-        {"counter": "igw::127.0.0.1:12010::cx_total", "before": 0, "after": 3, "change": 3}]
+        {"counter": "igw::127.0.0.1:12010::cx_total", "before": 0, "after": 3, "change": 3},
+    ]
 
 
 def test_clusters_table_and_display_have_no_index_or_missing_values():
@@ -304,12 +326,22 @@ def test_clusters_table_and_display_have_no_index_or_missing_values():
 
     from tproxy_nb import tutorial
 
-    text = ("igw::127.0.0.1:12010::cx_active::1\nigw::127.0.0.1:12010::cx_total::4\n"
-            "igw::127.0.0.1:12010::rq_total::4\nigw::127.0.0.1:12010::health_flags::healthy\n"
-            "igw::observability_name::igw")
+    text = (
+        "igw::127.0.0.1:12010::cx_active::1\nigw::127.0.0.1:12010::cx_total::4\n"
+        "igw::127.0.0.1:12010::rq_total::4\nigw::127.0.0.1:12010::health_flags::healthy\n"
+        "igw::observability_name::igw"
+    )
     clusters = tutorial.parse_clusters(text)
-    assert clusters.to_dict("records") == [{"cluster": "igw", "host": "127.0.0.1:12010", "cx_active": "1",
-                                            "cx_total": "4", "health_flags": "healthy", "rq_total": "4"}]
+    assert clusters.to_dict("records") == [
+        {
+            "cluster": "igw",
+            "host": "127.0.0.1:12010",
+            "cx_active": "1",
+            "cx_total": "4",
+            "health_flags": "healthy",
+            "rq_total": "4",
+        }
+    ]
     html = tutorial.table(pd.DataFrame({"a": [1, None], "b": pd.array([None, 2], dtype="Int64")})).to_html()
     assert "nan" not in html.lower() and "&lt;NA&gt;" not in html and "None" not in html
     assert "row_heading" not in html, "the index is shown"

@@ -78,5 +78,7 @@ def test_lab_up_and_provision_plan_from_the_installed_command(installed):
         assert status["healthy"] is True
         plan = _run([tproxy_nb, "provision", "--plan"], elsewhere)
         assert "create user tpx-envoy" in plan.stdout
+        # A dry run writes nothing, here either: no certs/ (and so no private key) appears where it ran.
+        assert list(elsewhere.iterdir()) == []
     finally:
         lab.down()

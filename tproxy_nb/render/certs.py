@@ -178,8 +178,14 @@ def _walk(directory: Path, make: bool):
                 else:
                     issuer = pairs[spec.issuer]
                     assert issuer is not None  # made just above, in SPECS order
-                    pair = pki.issue(issuer, spec.cn, dns=list(spec.dns), uris=list(spec.uris),
-                                     client=spec.client, server=spec.server)
+                    pair = pki.issue(
+                        issuer,
+                        spec.cn,
+                        dns=list(spec.dns),
+                        uris=list(spec.uris),
+                        client=spec.client,
+                        server=spec.server,
+                    )
                 pki.write(pair, directory / f"{spec.name}.pem", directory / f"{spec.name}.key")
         pairs[spec.name], remade[spec.name] = pair, need
         yield spec, pair, need

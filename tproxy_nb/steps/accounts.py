@@ -32,26 +32,52 @@ def plan_account(acc: Accounts, acct: Account, role: str, where: str = "the host
     group, by_gid = acc.group(acct.group), acc.group(acct.gid)
     if group is None:
         if by_gid is not None:
-            raise StepError(f"gid {acct.gid} already belongs to group {by_gid.name!r} on {where}; choose another "
-                            f"{role}.gid in the settings. Nothing was changed.")
+            raise StepError(
+                f"gid {acct.gid} already belongs to group {by_gid.name!r} on {where}; choose another "
+                f"{role}.gid in the settings. Nothing was changed."
+            )
         plan.add(f"create group {acct.group} (gid {acct.gid})", Run(("groupadd", "-g", str(acct.gid), acct.group)))
     elif group.gid != acct.gid:
-        raise StepError(f"Group {acct.group} exists on {where} with gid {group.gid}, the settings want {acct.gid}. "
-                        f"Change {role}.gid to {group.gid} or remove the group. Nothing was changed.")
+        raise StepError(
+            f"Group {acct.group} exists on {where} with gid {group.gid}, the settings want {acct.gid}. "
+            f"Change {role}.gid to {group.gid} or remove the group. Nothing was changed."
+        )
     else:
         plan.note(f"group {acct.group} exists (gid {acct.gid})")
     user, by_uid = acc.user(acct.user), acc.user(acct.uid)
     if user is None:
         if by_uid is not None:
-            raise StepError(f"uid {acct.uid} already belongs to user {by_uid.name!r} on {where}; choose another "
-                            f"{role}.uid in the settings. Nothing was changed.")
-        plan.add(f"create user {acct.user} (uid {acct.uid}, group {acct.group}, no login)",
-                 Run(("useradd", "--system", "-u", str(acct.uid), "-g", acct.group, "-M", "-d", "/nonexistent",
-                      "-s", "/usr/sbin/nologin", "-c", f"{ACCOUNT_MARK} {role}", acct.user)))
+            raise StepError(
+                f"uid {acct.uid} already belongs to user {by_uid.name!r} on {where}; choose another "
+                f"{role}.uid in the settings. Nothing was changed."
+            )
+        plan.add(
+            f"create user {acct.user} (uid {acct.uid}, group {acct.group}, no login)",
+            Run(
+                (
+                    "useradd",
+                    "--system",
+                    "-u",
+                    str(acct.uid),
+                    "-g",
+                    acct.group,
+                    "-M",
+                    "-d",
+                    "/nonexistent",
+                    "-s",
+                    "/usr/sbin/nologin",
+                    "-c",
+                    f"{ACCOUNT_MARK} {role}",
+                    acct.user,
+                )
+            ),
+        )
     elif (user.uid, user.gid) != (acct.uid, acct.gid):
-        raise StepError(f"User {acct.user} exists on {where} with uid {user.uid} gid {user.gid}, the settings want "
-                        f"{acct.uid}/{acct.gid}. iptables matches on these ids: fix the settings or the account. "
-                        "Nothing was changed.")
+        raise StepError(
+            f"User {acct.user} exists on {where} with uid {user.uid} gid {user.gid}, the settings want "
+            f"{acct.uid}/{acct.gid}. iptables matches on these ids: fix the settings or the account. "
+            "Nothing was changed."
+        )
     else:
         plan.note(f"user {acct.user} exists (uid {acct.uid})")
     return plan

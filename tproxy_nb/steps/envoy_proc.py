@@ -72,8 +72,10 @@ def validate(host: Host, settings: Settings, name: str | None = None) -> None:
         r = host.run(validate_command(settings, n), user=settings.envoy.user, check=False, timeout=120)
         if not r.ok:
             tail = "\n".join(x for x in (r.tail(8, "stderr"), r.tail(8)) if x)
-            raise StepError(f"Envoy rejects {config_path(settings, n)} (exit {r.exit_code}):\n{tail}\n"
-                            "Fix the template or settings, then plan_configs(...).apply(host); nothing was started.")
+            raise StepError(
+                f"Envoy rejects {config_path(settings, n)} (exit {r.exit_code}):\n{tail}\n"
+                "Fix the template or settings, then plan_configs(...).apply(host); nothing was started."
+            )
 
 
 def pids(host: Host, settings: Settings, name: str) -> list[int]:
@@ -102,8 +104,10 @@ def _clean_shm(host: Host, settings: Settings, name: str, strict: bool = True) -
     if users and not strict:
         return
     if users:
-        raise StepError(f"{path} (base-id {settings.base_ids[name]}) is in use by PID(s) {', '.join(map(str, users))}, "
-                        f"which is not the {name} Envoy we started. Stop that process or give {name} another base_ids value.")
+        raise StepError(
+            f"{path} (base-id {settings.base_ids[name]}) is in use by PID(s) {', '.join(map(str, users))}, "
+            f"which is not the {name} Envoy we started. Stop that process or give {name} another base_ids value."
+        )
     host.run(["rm", "-f", "--", path], sudo=True, timeout=30)
 
 
@@ -124,8 +128,10 @@ def _check_ports(host: Host, settings: Settings, names) -> None:
             holders = [r for r in listening if r["port"] == port]
             if holders:
                 who = ", ".join(f"{r['process']} (pid {r['pid']}) on {r['address']}" for r in holders)
-                raise StepError(f"Port {port} (ports.{key}, needed by {name}) is in use by {who}. "
-                                f"Stop that process or change ports.{key} in the settings; nothing was started.")
+                raise StepError(
+                    f"Port {port} (ports.{key}, needed by {name}) is in use by {who}. "
+                    f"Stop that process or change ports.{key} in the settings; nothing was started."
+                )
 
 
 def _failure_report(host: Host, settings: Settings, name: str) -> str:
@@ -138,7 +144,8 @@ def plan_processes(state: dict[str, facts.EnvoyState], settings: Settings, names
 
     state: :func:`tproxy_nb.steps.facts.envoy_processes`.
 
-    Example: ``plan_processes({"igw": EnvoyState()}, s, ["igw"]).changes[0].description`` -> ``"start igw as tpx-envoy"``.
+    Example: ``plan_processes({"igw": EnvoyState()}, s, ["igw"]).changes[0].description``
+    -> ``"start igw as tpx-envoy"``.
     """
     plan = Plan("envoys")
     names = _names(names)
@@ -198,7 +205,9 @@ def start(host: Host, settings: Settings, names=NAMES) -> list[str]:
             _clean_shm(host, settings, name)
             host.run(launch_script(settings, name), user=settings.envoy.user, timeout=30)
     for name, _ in todo:
-        r = host.run(wait_ready_script(settings, name), user=settings.envoy.user, check=False, timeout=READY_TIMEOUT_S + 15)
+        r = host.run(
+            wait_ready_script(settings, name), user=settings.envoy.user, check=False, timeout=READY_TIMEOUT_S + 15
+        )
         if not r.ok:
             why = "exited" if r.exit_code == 3 else f"did not report LIVE on /ready within {READY_TIMEOUT_S} s"
             raise StepError(f"Envoy {name} {why}. End of its logs:\n{_failure_report(host, settings, name)}")
@@ -229,7 +238,9 @@ def stop(host: Host, settings: Settings, names=NAMES) -> list[str]:
             )
             r = host.run(script, sudo=True, check=False, timeout=STOP_TIMEOUT_S + 20)
             if not r.ok:
-                raise StepError(f"Envoy {name} (PID {ids}) survived SIGKILL; check 'ps -o pid,stat,cmd -p {ids}' on {host.name}.")
+                raise StepError(
+                    f"Envoy {name} (PID {ids}) survived SIGKILL; check 'ps -o pid,stat,cmd -p {ids}' on {host.name}."
+                )
         host.run(["rm", "-f", "--", pid_path(settings, name)], sudo=True, timeout=30)
         # Not strict: a stranger's Envoy on the same base-id is start()'s problem, not a failed stop.
         _clean_shm(host, settings, name, strict=False)
@@ -249,7 +260,10 @@ def admin(host: Host, settings: Settings, name: str, path: str) -> str:
     try:
         return host.run(["curl", "-sS", "--max-time", "10", url], user=settings.envoy.user, timeout=30).stdout
     except CommandError as e:
-        raise StepError(f"The admin interface of {name} ({url}) did not answer: {e.result.tail(2, 'stderr')}. Is it running? See status().") from None
+        raise StepError(
+            f"The admin interface of {name} ({url}) did not answer: {e.result.tail(2, 'stderr')}. "
+            "Is it running? See status()."
+        ) from None
 
 
 def settle_logs() -> None:
@@ -268,7 +282,7 @@ def logs(host: Host, settings: Settings, name: str, access: bool = False, settle
         settle_logs()
     path = log_path(settings, name, access=access)
     try:
-        return host.get(path, sudo=True)
+        return str(host.get(path, sudo=True))  # no local path given: the text itself
     except CommandError:
         raise
     except TproxyError as e:
@@ -282,7 +296,10 @@ def version(host: Host, settings: Settings) -> str:
     """
     r = host.run([settings.paths.envoy, "--version"], user=settings.envoy.user, check=False, timeout=60)
     if not r.ok:
-        raise StepError(f"{settings.paths.envoy} --version failed (exit {r.exit_code}): {r.tail(3, 'stderr') or r.tail(3)}. Is Envoy installed (provision)?")
+        raise StepError(
+            f"{settings.paths.envoy} --version failed (exit {r.exit_code}): {r.tail(3, 'stderr') or r.tail(3)}. "
+            "Is Envoy installed (provision)?"
+        )
     return parse_version(r.stdout + r.stderr)
 
 
@@ -300,22 +317,30 @@ def status(host: Host, settings: Settings):
         listeners = ""
         if ready:
             listeners = ", ".join(parse_listeners(admin(host, settings, name, "/listeners")))
-        rows.append({
-            "name": name,
-            "pid": found[0] if found else None,
-            "running": bool(found),
-            "ready": ready,
-            "admin_port": admin_port(settings, name),
-            "listeners": listeners,
-            "log_tail": "" if found else _failure_report(host, settings, name),
-        })
-    return pd.DataFrame(rows, columns=["name", "pid", "running", "ready", "admin_port", "listeners", "log_tail"]).astype({"pid": "Int64"})
+        rows.append(
+            {
+                "name": name,
+                "pid": found[0] if found else None,
+                "running": bool(found),
+                "ready": ready,
+                "admin_port": admin_port(settings, name),
+                "listeners": listeners,
+                "log_tail": "" if found else _failure_report(host, settings, name),
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["name", "pid", "running", "ready", "admin_port", "listeners", "log_tail"]
+    ).astype({"pid": "Int64"})
 
 
 def fetch_logs(host: Host, settings: Settings) -> dict[str, dict]:
     """Download and parse the three Envoys' debug and access logs from the host."""
     settle_logs()
-    texts = {name: {"debug": logs(host, settings, name, settle=False),
-                    "access": logs(host, settings, name, access=True, settle=False)}
-             for name in NAMES}
+    texts = {
+        name: {
+            "debug": logs(host, settings, name, settle=False),
+            "access": logs(host, settings, name, access=True, settle=False),
+        }
+        for name in NAMES
+    }
     return parse_all(texts)

@@ -100,13 +100,13 @@ def accounts(host: Host) -> Accounts:
 
 #: One line per path argument, in order: ``mode owner group type size sha256`` or ``-`` when missing.
 FILES_SCRIPT = (
-    'for p; do '
+    "for p; do "
     'if s=$(stat -c "%a %U %G" -- "$p" 2>/dev/null); then '
-    't=other; h=-; n=0; '
+    "t=other; h=-; n=0; "
     'if [ -d "$p" ]; then t=dir; elif [ -f "$p" ]; then t=file; n=$(stat -c %s -- "$p"); '
     'h=$(sha256sum -- "$p" | cut -d" " -f1); fi; '
     'echo "$s $t $n $h"; '
-    'else echo -; fi; done'
+    "else echo -; fi; done"
 )
 
 
@@ -157,13 +157,13 @@ def files(host: Host, paths: list[str]) -> dict[str, FileState | None]:
 #: Arguments in threes (pid file, pgrep pattern, admin port); one tab-separated line per Envoy:
 #: recorded PID, that PID's command line, pgrep's PIDs, what ``/ready`` answered.
 ENVOY_SCRIPT = (
-    'while [ $# -ge 3 ]; do '
+    "while [ $# -ge 3 ]; do "
     'rec=$(cat -- "$1" 2>/dev/null | tr -dc 0-9); cmd=; '
     '[ -n "$rec" ] && cmd=$(tr "\\000" " " < /proc/$rec/cmdline 2>/dev/null); '
     'found=$(pgrep -f -- "$2" | tr "\\n" " "); ready=; '
     '[ -n "$rec$found" ] && ready=$(curl -s --max-time 2 "http://127.0.0.1:$3/ready"); '
     'printf "%s\\t%s\\t%s\\t%s\\n" "$rec" "$cmd" "$found" "$ready"; '
-    'shift 3; done'
+    "shift 3; done"
 )
 
 
@@ -181,8 +181,9 @@ class EnvoyState:
 
 def envoy_args(settings: Settings, names) -> list[str]:
     """The positional arguments of :data:`ENVOY_SCRIPT` for ``names``."""
-    return [str(x) for n in names
-            for x in (pid_path(settings, n), process_pattern(settings, n), admin_port(settings, n))]
+    return [
+        str(x) for n in names for x in (pid_path(settings, n), process_pattern(settings, n), admin_port(settings, n))
+    ]
 
 
 def parse_envoy_processes(settings: Settings, names, text: str) -> dict[str, EnvoyState]:
@@ -211,8 +212,12 @@ def envoy_processes(host: Host, settings: Settings, names) -> dict[str, EnvoySta
     Example: ``envoy_processes(host, s, ["igw"])["igw"].running``.
     """
     names = list(names)
-    r = host.run(["sh", "-c", ENVOY_SCRIPT, "tproxy-nb-envoys", *envoy_args(settings, names)],
-                 sudo=True, check=False, timeout=30 + 5 * len(names))
+    r = host.run(
+        ["sh", "-c", ENVOY_SCRIPT, "tproxy-nb-envoys", *envoy_args(settings, names)],
+        sudo=True,
+        check=False,
+        timeout=30 + 5 * len(names),
+    )
     return parse_envoy_processes(settings, names, r.stdout)
 
 

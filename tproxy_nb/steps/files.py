@@ -30,8 +30,17 @@ from .plan import Change, GenerateCerts, Plan, Run, Upload
 MARK_TEXT = b"made by tproxy-nb; remove with tproxy-nb provision --remove\n"
 
 
-def plan_file(state: FileState | None, remote: str, *, mode: int, owner: str, group: str, label: str,
-              data: bytes | None = None, source: LocalFile | None = None) -> Change | None:
+def plan_file(
+    state: FileState | None,
+    remote: str,
+    *,
+    mode: int,
+    owner: str,
+    group: str,
+    label: str,
+    data: bytes | None = None,
+    source: LocalFile | None = None,
+) -> Change | None:
     """The change that puts ``data`` (or the local ``source``) at ``remote``; None when it is already there.
 
     state: the remote path now (None: missing).
@@ -94,9 +103,11 @@ def check_root_ours(state: dict[str, FileState | None], s: Settings, where: str 
     root = s.paths.root
     marked = state.get(mark_path(s)) is not None
     if not marked and state.get(root) is not None:
-        raise StepError(f"{root} already exists on {where} and was not made by tproxy-nb (no {ROOT_MARK} in it). "
-                        "Choose another paths.root in the settings, or remove that directory yourself. "
-                        "Nothing was changed.")
+        raise StepError(
+            f"{root} already exists on {where} and was not made by tproxy-nb (no {ROOT_MARK} in it). "
+            "Choose another paths.root in the settings, or remove that directory yourself. "
+            "Nothing was changed."
+        )
     return marked
 
 
@@ -114,8 +125,11 @@ def plan_dirs(state: dict[str, FileState | None], s: Settings, where: str = "the
         if st is None:
             plan.add(f"create {path}", Run(("install", "-d", "-m", f"{mode:o}", "-o", owner, "-g", group, path)))
         elif not st.has(mode, owner, group):
-            plan.add(f"fix {path} to {mode:o} {owner}:{group}",
-                     Run(("chown", f"{owner}:{group}", path)), Run(("chmod", f"{mode:o}", path)))
+            plan.add(
+                f"fix {path} to {mode:o} {owner}:{group}",
+                Run(("chown", f"{owner}:{group}", path)),
+                Run(("chmod", f"{mode:o}", path)),
+            )
         else:
             plan.note(f"{path} is in place")
     if marked:
@@ -189,8 +203,10 @@ def plan_certs(state: dict[str, FileState | None], s: Settings, local: LocalCert
     """
     plan = Plan("certificates")
     if local.remake:
-        plan.add("generate certificates locally (private keys 0600; the CA keys never leave this machine)",
-                 GenerateCerts(local.directory, local.remake))
+        plan.add(
+            "generate certificates locally (private keys 0600; the CA keys never leave this machine)",
+            GenerateCerts(local.directory, local.remake),
+        )
     else:
         plan.note(f"local certificates in {local.directory} are valid")
     owner, group = s.envoy.user, s.envoy.group
@@ -200,8 +216,9 @@ def plan_certs(state: dict[str, FileState | None], s: Settings, local: LocalCert
             upload = Upload(remote, mode, owner, group, source=str(Path(local.directory) / filename), label=filename)
             plan.add(f"upload {filename} once generated", upload)
             continue
-        change = plan_file(state.get(remote), remote, mode=mode, owner=owner, group=group, label=filename,
-                           source=local.files[filename])
+        change = plan_file(
+            state.get(remote), remote, mode=mode, owner=owner, group=group, label=filename, source=local.files[filename]
+        )
         if change is None:
             plan.note(f"{remote} is up to date")
         else:
@@ -236,8 +253,15 @@ def plan_configs_from(state: dict[str, FileState | None], settings: Settings) ->
     plan = Plan("envoy configs")
     for name, text in render_all(settings).items():
         remote = config_path(settings, name)
-        change = plan_file(state.get(remote), remote, mode=0o640, owner="root", group=settings.envoy.group,
-                           label=f"{name} config", data=text.encode())
+        change = plan_file(
+            state.get(remote),
+            remote,
+            mode=0o640,
+            owner="root",
+            group=settings.envoy.group,
+            label=f"{name} config",
+            data=text.encode(),
+        )
         if change is None:
             plan.note(f"{remote} is up to date")
         else:

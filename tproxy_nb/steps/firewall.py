@@ -86,8 +86,11 @@ def plan_from_state(state: dict[str, Table] | Table, settings: Settings, guard_s
         what.append(f"delete {len(stale)} stale or duplicate rule(s) ({', '.join(sorted({r.chain for r in stale}))})")
     if not chain_ok:
         lines += [f":{CHAIN} - [0:0]", *(w.line for w in chain_want)]
-        what.append(f"create {CHAIN} with {len(chain_want)} rules" if CHAIN not in nat.chains
-                    else f"rewrite {CHAIN} (its {len(have)} rule(s) are not the {len(chain_want)} wanted)")
+        what.append(
+            f"create {CHAIN} with {len(chain_want)} rules"
+            if CHAIN not in nat.chains
+            else f"rewrite {CHAIN} (its {len(have)} rule(s) are not the {len(chain_want)} wanted)"
+        )
     else:
         plan.note(f"{CHAIN} has the wanted {len(chain_want)} rules (kept with their counters)")
     if keep is None:
@@ -126,7 +129,6 @@ def plan_remove_from_state(state: dict[str, Table] | Table) -> Plan:
     plan.note(f"{kept} other nat rule(s) are left as they are")
     plan.changes.append(_restore_change(summary, "\n".join(lines) + "\n", None))
     return plan
-
 
 
 # --------------------------------------------------------------------------- facts (read-only commands)
@@ -170,8 +172,18 @@ def show(host: Host) -> pd.DataFrame:
         for num, r in enumerate(nat.chain_rules(chain), 1):
             if chain == "OUTPUT" and r.target != CHAIN:
                 continue
-            rows.append({"chain": chain, "num": num, "packets": r.packets, "bytes": r.bytes, "target": r.target,
-                         "target_options": r.target_options, "match": r.match, "comment": r.comment or ""})
+            rows.append(
+                {
+                    "chain": chain,
+                    "num": num,
+                    "packets": r.packets,
+                    "bytes": r.bytes,
+                    "target": r.target,
+                    "target_options": r.target_options,
+                    "match": r.match,
+                    "comment": r.comment or "",
+                }
+            )
     cols = ["chain", "num", "packets", "bytes", "target", "target_options", "match", "comment"]
     df = pd.DataFrame(rows, columns=cols)
     return df.astype({"num": "int64", "packets": "int64", "bytes": "int64"})

@@ -1,4 +1,5 @@
-"""Load rules on a host: in one atomic ``iptables-restore`` (:func:`restore`), or under a rollback guard (:func:`apply_guarded`).
+"""Load rules on a host: in one atomic ``iptables-restore`` (:func:`restore`), or under a rollback guard
+(:func:`apply_guarded`).
 
 The guard is Debian's ``iptables-apply`` idea: before applying, save the current rules and start a
 timer on the host that puts them back unless a confirmation arrives in time. The confirmation comes
@@ -15,8 +16,8 @@ import re
 import shlex
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..errors import CommandError, CommandTimeout, ConnectError, StepError
 from ..marks import GUARD_DIR
@@ -25,8 +26,10 @@ from ..render.iptables_save import BUILTIN_CHAINS, changed_tables, parse_save, r
 
 #: Root-only directory on the host for guard backups (tmpfs: gone after a reboot, as are the rules).
 
-_INSTALL_HINT = ("install the `iptables` package on it (Debian/Ubuntu: sudo apt-get install -y iptables) "
-                 "and retry. Nothing was changed.")
+_INSTALL_HINT = (
+    "install the `iptables` package on it (Debian/Ubuntu: sudo apt-get install -y iptables) "
+    "and retry. Nothing was changed."
+)
 
 
 # --------------------------------------------------------------------------- iptables commands on the host
@@ -78,11 +81,16 @@ def restore(host: Host, text: str, timeout: float = 60) -> Result:
     if r.exit_code == 127:
         raise StepError(f"iptables-restore not found on {host.name}: {_INSTALL_HINT}")
     if not r.ok:
-        said = [line.strip() for line in (r.stderr or r.stdout).splitlines()
-                if line.strip() and not line.lstrip().startswith("Try `")]
+        said = [
+            line.strip()
+            for line in (r.stderr or r.stdout).splitlines()
+            if line.strip() and not line.lstrip().startswith("Try `")
+        ]
         msg = " ".join(said).rstrip(".") or f"exit code {r.exit_code}"
-        raise StepError(f"iptables-restore refused the rules on {host.name}: {msg}.{_failed_line(msg, text)} "
-                        "Nothing was changed: each table is loaded in one transaction, all or nothing.")
+        raise StepError(
+            f"iptables-restore refused the rules on {host.name}: {msg}.{_failed_line(msg, text)} "
+            "Nothing was changed: each table is loaded in one transaction, all or nothing."
+        )
     return r
 
 
@@ -140,13 +148,22 @@ def timer_script(files: GuardFiles, seconds: float) -> str:
     Example: ``host.run(timer_script(GuardFiles("/run/tproxy-nb", "ab12"), 15), sudo=True)``.
     """
     q = shlex.quote
-    b, firing, done, log, pid = (q(files.backup), q(files.path("firing")), q(files.path("rolled-back")),
-                                 q(files.path("log")), q(files.pid))
-    inner = (f"echo $$ > {pid}; sleep {seconds:g}; "
-             f"mv -f {b} {firing} 2>/dev/null || exit 0; "
-             f"iptables-restore < {firing} && mv -f {firing} {done}")
-    return (f"cd / && setsid sh -c {q(inner)} </dev/null >>{log} 2>&1 & "
-            f"i=0; while [ ! -s {pid} ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; cat {pid}")
+    b, firing, done, log, pid = (
+        q(files.backup),
+        q(files.path("firing")),
+        q(files.path("rolled-back")),
+        q(files.path("log")),
+        q(files.pid),
+    )
+    inner = (
+        f"echo $$ > {pid}; sleep {seconds:g}; "
+        f"mv -f {b} {firing} 2>/dev/null || exit 0; "
+        f"iptables-restore < {firing} && mv -f {firing} {done}"
+    )
+    return (
+        f"cd / && setsid sh -c {q(inner)} </dev/null >>{log} 2>&1 & "
+        f"i=0; while [ ! -s {pid} ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; cat {pid}"
+    )
 
 
 def confirm_script(files: GuardFiles) -> str:
@@ -159,10 +176,12 @@ def confirm_script(files: GuardFiles) -> str:
     """
     q = shlex.quote
     b, c, pid = q(files.backup), q(files.path("confirmed")), q(files.pid)
-    return (f"if mv -f {b} {c} 2>/dev/null; then "
-            f"kill -TERM -$(cat {pid}) 2>/dev/null; "
-            f"rm -f {c} {pid} {q(files.path('log'))}; rmdir {q(files.dir)} 2>/dev/null; echo confirmed; "
-            f"else echo expired; fi")
+    return (
+        f"if mv -f {b} {c} 2>/dev/null; then "
+        f"kill -TERM -$(cat {pid}) 2>/dev/null; "
+        f"rm -f {c} {pid} {q(files.path('log'))}; rmdir {q(files.dir)} 2>/dev/null; echo confirmed; "
+        f"else echo expired; fi"
+    )
 
 
 def reconnect(host: Host, connect_timeout: float = 5) -> Host:
@@ -173,9 +192,15 @@ def reconnect(host: Host, connect_timeout: float = 5) -> Host:
 
     Example: ``with reconnect(host) as fresh: fresh.run("true")``.
     """
-    fresh = Host(host.hostname, user=host.user, port=host.port, key_file=host.key_file,
-                 passphrase=getattr(host, "passphrase", None), known_hosts=host.known_hosts,
-                 connect_timeout=connect_timeout)
+    fresh = Host(
+        host.hostname,
+        user=host.user,
+        port=host.port,
+        key_file=host.key_file,
+        passphrase=getattr(host, "passphrase", None),
+        known_hosts=host.known_hosts,
+        connect_timeout=connect_timeout,
+    )
     fresh.connect_attempts = 1
     fresh.connect()
     return fresh
@@ -192,8 +217,13 @@ class GuardOutcome:
     detail: str = ""
 
 
-def apply_guarded(host: Host, restore_text: str, guard_seconds: float = 15,
-                  confirm: Callable[[Host], Host] | None = None, state_dir: str = GUARD_DIR) -> GuardOutcome:
+def apply_guarded(
+    host: Host,
+    restore_text: str,
+    guard_seconds: float = 15,
+    confirm: Callable[[Host], Host] | None = None,
+    state_dir: str = GUARD_DIR,
+) -> GuardOutcome:
     """Apply ``restore_text`` under a rollback guard that the host runs itself.
 
     1. Save every table (``iptables-save``) to a root-only file under ``state_dir``.
@@ -223,8 +253,12 @@ def apply_guarded(host: Host, restore_text: str, guard_seconds: float = 15,
     rollback = rollback_text(saved, restore_text)
     files = GuardFiles(state_dir.rstrip("/"), uuid.uuid4().hex[:12])
     q = shlex.quote
-    host.run(f"umask 077 && mkdir -p {q(files.dir)} && chmod 700 {q(files.dir)} && cat > {q(files.backup)}",
-             sudo=True, stdin=rollback, timeout=30)
+    host.run(
+        f"umask 077 && mkdir -p {q(files.dir)} && chmod 700 {q(files.dir)} && cat > {q(files.backup)}",
+        sudo=True,
+        stdin=rollback,
+        timeout=30,
+    )
     started = time.monotonic()
     pid_text = host.run(timer_script(files, guard_seconds), sudo=True, timeout=30).stdout.strip()
     if not pid_text.isdigit():
@@ -272,22 +306,31 @@ def _rolled_back_message(host: Host, files: GuardFiles, seconds: float, started:
         fresh = None
         try:
             fresh = reconnect(host, connect_timeout=5)
-            status = fresh.run(f"ls {shlex.quote(files.dir)} | grep -F {shlex.quote(files.token)} || true",
-                               sudo=True, timeout=30).stdout
+            status = fresh.run(
+                f"ls {shlex.quote(files.dir)} | grep -F {shlex.quote(files.token)} || true", sudo=True, timeout=30
+            ).stdout
             now = parse_save(run_iptables(fresh, ["iptables-save"]).stdout)
             diff = ruleset_diff(parse_save(rollback), now)
             if diff:
-                return (f"{head} The host's guard should have restored the previous rules after {seconds:g} s, but "
-                        f"they differ from the backup: {'; '.join(diff[:3])}. Restore by hand: "
-                        f"sudo iptables-restore < {files.path('firing')} (or {files.backup}).")
-            fresh.run(f"rm -f {shlex.quote(files.path('rolled-back'))} {shlex.quote(files.path('log'))} "
-                      f"{shlex.quote(files.pid)}; rmdir {shlex.quote(files.dir)} 2>/dev/null || true",
-                      sudo=True, check=False, timeout=30)
+                return (
+                    f"{head} The host's guard should have restored the previous rules after {seconds:g} s, but "
+                    f"they differ from the backup: {'; '.join(diff[:3])}. Restore by hand: "
+                    f"sudo iptables-restore < {files.path('firing')} (or {files.backup})."
+                )
+            fresh.run(
+                f"rm -f {shlex.quote(files.path('rolled-back'))} {shlex.quote(files.path('log'))} "
+                f"{shlex.quote(files.pid)}; rmdir {shlex.quote(files.dir)} 2>/dev/null || true",
+                sudo=True,
+                check=False,
+                timeout=30,
+            )
             marker = "rolled-back" in status
-            return (f"{head} The rules were rolled back by the host itself after {seconds:g} s: iptables-save on "
-                    f"the host matches the rules saved before the change again"
-                    f"{'' if marker else ' (the timer left no marker; checked by content)'}. Nothing of the change "
-                    "remains; fix the rules so they keep SSH open and retry.")
+            return (
+                f"{head} The rules were rolled back by the host itself after {seconds:g} s: iptables-save on "
+                f"the host matches the rules saved before the change again"
+                f"{'' if marker else ' (the timer left no marker; checked by content)'}. Nothing of the change "
+                "remains; fix the rules so they keep SSH open and retry."
+            )
         except (ConnectError, CommandError) as e:
             last = str(e)
             if attempt < attempts:
@@ -295,12 +338,22 @@ def _rolled_back_message(host: Host, files: GuardFiles, seconds: float, started:
         finally:
             if fresh is not None:
                 fresh.close()
-    return (f"{head} The host's guard should have restored the previous rules {seconds:g} s after the change, "
-            f"but {host.name} could not be reached to verify it after {attempts} attempts ({last}). The saved "
-            f"rules are in {files.backup} (or .firing) on the host.")
+    return (
+        f"{head} The host's guard should have restored the previous rules {seconds:g} s after the change, "
+        f"but {host.name} could not be reached to verify it after {attempts} attempts ({last}). The saved "
+        f"rules are in {files.backup} (or .firing) on the host."
+    )
 
 
 __all__ = [
-    "GUARD_DIR", "GuardFiles", "GuardOutcome", "apply_guarded", "confirm_script", "reconnect", "require_iptables",
-    "restore", "rollback_text", "timer_script",
+    "GUARD_DIR",
+    "GuardFiles",
+    "GuardOutcome",
+    "apply_guarded",
+    "confirm_script",
+    "reconnect",
+    "require_iptables",
+    "restore",
+    "rollback_text",
+    "timer_script",
 ]

@@ -61,8 +61,13 @@ class Run:
         return out
 
     def to_dict(self) -> dict:
-        return {"kind": "run", "argv": list(self.argv), "user": self.user,
-                "stdin": None if self.stdin is None else mask_secrets(self.stdin), "ok_codes": list(self.ok_codes)}
+        return {
+            "kind": "run",
+            "argv": list(self.argv),
+            "user": self.user,
+            "stdin": None if self.stdin is None else mask_secrets(self.stdin),
+            "ok_codes": list(self.ok_codes),
+        }
 
 
 @dataclass(frozen=True)
@@ -104,9 +109,17 @@ class Upload:
         return [f"↑ {src} -> {self.remote}  ({self.mode:04o} {self.owner}:{self.group}; {self.content()})"]
 
     def to_dict(self) -> dict:
-        return {"kind": "upload", "remote": self.remote, "mode": f"{self.mode:04o}", "owner": self.owner,
-                "group": self.group, "sha256": self.sha256, "size": self.size, "source": self.source,
-                "label": self.label}
+        return {
+            "kind": "upload",
+            "remote": self.remote,
+            "mode": f"{self.mode:04o}",
+            "owner": self.owner,
+            "group": self.group,
+            "sha256": self.sha256,
+            "size": self.size,
+            "source": self.source,
+            "label": self.label,
+        }
 
 
 @dataclass(frozen=True)
@@ -123,8 +136,14 @@ class Restore:
     guard_seconds: float | None = None
 
     def lines(self) -> list[str]:
-        guard = (f"   (guarded: the host restores the old rules after {self.guard_seconds:g} s unless a new SSH "
-                 "connection confirms)") if self.guard_seconds else ""
+        guard = (
+            (
+                f"   (guarded: the host restores the old rules after {self.guard_seconds:g} s unless a new SSH "
+                "connection confirms)"
+            )
+            if self.guard_seconds
+            else ""
+        )
         body = mask_secrets(self.text).rstrip("\n").splitlines()
         return [f"$ iptables-restore --noflush <<EOF{guard}", *("  | " + line for line in body), "  EOF"]
 
@@ -197,12 +216,12 @@ def _size(n: int) -> str:
     """``1234`` -> ``"1.2 kB"`` (decimal units, as ls -h --si)."""
     if n < 1000:
         return f"{n} B"
-    value, unit = float(n), "B"
+    value = float(n)
     for unit in ("kB", "MB", "GB"):
         value /= 1000
-        if value < 1000:
-            break
-    return f"{value:.1f} {unit}"
+        if value < 1000 or unit == "GB":
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")
 
 
 def execute(host: Host, action: Action, timeout: float = 300) -> None:
@@ -215,8 +234,14 @@ def execute(host: Host, action: Action, timeout: float = 300) -> None:
     from . import envoy_proc, guard
 
     if isinstance(action, Run):
-        r = host.run(list(action.argv), sudo=action.user is None, user=action.user, stdin=action.stdin,
-                     check=False, timeout=timeout)
+        r = host.run(
+            list(action.argv),
+            sudo=action.user is None,
+            user=action.user,
+            stdin=action.stdin,
+            check=False,
+            timeout=timeout,
+        )
         if r.exit_code not in action.ok_codes:
             raise CommandError(r)
     elif isinstance(action, Upload):
@@ -321,15 +346,21 @@ class Plan:
         rows = []
         for line in self.lines()[1:]:
             mark = line.strip()[:1]
-            style = f" style='color:{colour[mark]}'" if line.startswith("  ") and mark in colour and \
-                line[2:3] == mark else ""
+            style = (
+                f" style='color:{colour[mark]}'"
+                if line.startswith("  ") and mark in colour and line[2:3] == mark
+                else ""
+            )
             rows.append(f"<span{style}>{html.escape(line)}</span>")
         head = html.escape(self.headline()).replace(html.escape(self.step), f"<b>{html.escape(self.step)}</b>", 1)
         return f"<div>{head}<pre style='margin:0.2em 0 0.8em 0'>" + "\n".join(rows) + "</pre></div>"
 
     def to_dict(self) -> dict:
-        return {"step": self.step, "changes": [c.to_dict() for c in self.changes],
-                "notes": [mask_secrets(n) for n in self.notes]}
+        return {
+            "step": self.step,
+            "changes": [c.to_dict() for c in self.changes],
+            "notes": [mask_secrets(n) for n in self.notes],
+        }
 
     def to_json(self, indent: int | None = 2) -> str:
         """The plan as JSON (bytes never included: uploads carry size and sha256)."""

@@ -25,8 +25,7 @@ from . import accounts, envoy_binary, envoy_proc, facts, files, firewall
 from .envoy_binary import local_envoy_binary
 from .plan import Plan
 
-__all__ = ["local_envoy_binary", "plan_all", "plan_remove", "planners", "preflight", "provision",
-           "require_root_ours"]
+__all__ = ["local_envoy_binary", "plan_all", "plan_remove", "planners", "preflight", "provision", "require_root_ours"]
 
 
 def require_root_ours(host: Host, s: Settings) -> bool:
@@ -67,8 +66,10 @@ def preflight(host: Host, s: Settings) -> None:
     tools = which(host, ["curl", "getent", "useradd", "setsid", "install", "sha256sum"], sudo=True)
     missing = [t for t, path in tools.items() if path is None]
     if missing:
-        raise StepError(f"{host.hostname} lacks {', '.join(missing)}; install them (apt-get install curl passwd "
-                        "util-linux coreutils) and retry. Nothing was changed.")
+        raise StepError(
+            f"{host.hostname} lacks {', '.join(missing)}; install them (apt-get install curl passwd "
+            "util-linux coreutils) and retry. Nothing was changed."
+        )
     acc = facts.accounts(host)
     for acct, role in ((s.envoy, "envoy"), (s.service, "service")):
         accounts.plan_account(acc, acct, role, host.hostname)
@@ -98,7 +99,10 @@ def plan_all(host: Host, s: Settings, certs_dir: Path | None = None) -> list[Pla
 
 def plan_remove(host: Host, s: Settings) -> list[Plan]:
     """Undo provisioning: stop Envoys, remove our rules, accounts and directory tree (read now, applied in order)."""
-    plans = [envoy_proc.plan_stop(facts.envoy_processes(host, s, NAMES), s), firewall.plan_remove(host),
-             accounts.plan_remove(facts.accounts(host), s),
-             files.plan_remove_tree(facts.files(host, [files.mark_path(s)]), s)]
+    plans = [
+        envoy_proc.plan_stop(facts.envoy_processes(host, s, NAMES), s),
+        firewall.plan_remove(host),
+        accounts.plan_remove(facts.accounts(host), s),
+        files.plan_remove_tree(facts.files(host, [files.mark_path(s)]), s),
+    ]
     return plans
