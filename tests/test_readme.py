@@ -12,7 +12,16 @@ README = (REPO / "README.md").read_text()
 
 def _dry_run(target: str) -> list[str]:
     """The shell commands ``make TARGET`` would run from scratch (``-B``: as if nothing were installed)."""
-    p = subprocess.run(["make", "-n", "-B", target], cwd=REPO, capture_output=True, text=True, timeout=60)
+    # Run as a user would, even when this test itself runs under `make test`: no inherited make state.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
+    p = subprocess.run(
+        ["make", "-n", "-B", "--no-print-directory", target],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
     return [line.strip() for line in p.stdout.replace("\\\n", " ").splitlines() if line.strip()]
 
