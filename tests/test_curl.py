@@ -20,6 +20,7 @@ def test_four_cases_follow_the_settings():
     assert [c.expected for c in flipped] == ["allowed"] * 4
 
 
+# Messages as curl 7.88.1 / OpenSSL 3.0 prints them (measured against the lab and local servers).
 @pytest.mark.parametrize(
     "code,exit_code,error,outcome",
     [
@@ -28,9 +29,19 @@ def test_four_cases_follow_the_settings():
         (403, 0, None, "denied"),
         (0, 35, "curl: (35) Recv failure: Connection reset by peer", "reset"),
         (0, 56, "curl: (56) Recv failure: Connection reset by peer", "reset"),
-        (0, 7, "curl: (7) Failed to connect", "error"),
+        (0, 35, "curl: (35) OpenSSL SSL_connect: SSL_ERROR_SYSCALL in connection to www.lyft.com:443 ", "closed"),
+        (0, 35, "curl: (35) error:0A000126:SSL routines::unexpected eof while reading", "closed"),
+        (0, 52, "curl: (52) Empty reply from server", "closed"),
+        (0, 56, "curl: (56) CONNECT tunnel failed, response 403", "denied"),
+        (0, 60, "curl: (60) SSL certificate problem: unable to get local issuer certificate", "untrusted"),
+        (0, 35, "curl: (35) error:0A000410:SSL routines::sslv3 alert handshake failure", "error"),
+        (0, 7, "curl: (7) Failed to connect to www.lyft.com port 443 after 0 ms: Couldn't connect to server", "error"),
         (503, 0, None, "error"),
-        (0, 28, "curl: (28) Operation timed out", "error"),
+        (0, 28, "curl: (28) Operation timed out after 10001 milliseconds with 0 bytes received", "error"),
+        # The exit code decides first: a message alone never makes an outcome.
+        (0, 7, "curl: (7) Recv failure: Connection reset by peer", "error"),
+        (0, 35, None, "error"),
+        (0, 56, "curl: (56) CONNECT tunnel failed, response 407", "error"),
     ],
 )
 def test_classify(code, exit_code, error, outcome):

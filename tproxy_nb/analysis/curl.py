@@ -21,7 +21,9 @@ from ..settings import Settings
 
 #: Separates the response body from curl's JSON write-out on stdout.
 MARKER = "\n__TPROXY_NB_CURL__"
-OUTCOMES = ("allowed", "denied", "reset", "error")
+#: What the client saw: a 2xx; a 403 (from the gateway, or a deny page); an RST; an end without any status
+#: (FIN, empty reply, TLS EOF); a certificate it does not trust; anything else.
+OUTCOMES = ("allowed", "denied", "reset", "closed", "untrusted", "error")
 #: Timing fields of curl's write-out, in seconds.
 TIMING_FIELDS = (
     "time_namelookup",
@@ -77,17 +79,37 @@ def parse_output(stdout: str, stderr: str, exit_code: int) -> dict:
 
 
 def classify(http_code: int | None, exit_code: int, error: str | None = None) -> str:
-    """``allowed`` (2xx), ``denied`` (403), ``reset`` (connection reset: curl exit 35 or 56) or ``error``.
+    """What the client saw, decided from curl's exit code first and its message second.
+
+    ``allowed`` (2xx), ``denied`` (a 403: a response, or an explicit proxy refusing the CONNECT),
+    ``reset`` (exit 35/56 with "reset": an RST), ``closed`` (ended without a status: exit 52 empty
+    reply, exit 35/56 with SSL_ERROR_SYSCALL or an unexpected EOF: a FIN), ``untrusted`` (exit 60:
+    certificate not trusted) or ``error`` (refused, timed out, anything else).
 
     Example: ``classify(0, 35, "Recv failure: Connection reset by peer")`` -> ``"reset"``.
     """
-    if exit_code == 0 and http_code is not None and 200 <= http_code < 300:
-        return "allowed"
-    if exit_code == 0 and http_code == 403:
+    text = (error or "").lower()
+    if exit_code == 0:
+        if http_code is not None and 200 <= http_code < 300:
+            return "allowed"
+        return "denied" if http_code == 403 else "error"
+    if exit_code == 60:
+        return "untrusted"
+    if exit_code == 52:
+        return "closed"
+    if exit_code not in (35, 56):
+        return "error"
+    if exit_code == 56 and "connect tunnel failed, response 403" in text:
         return "denied"
-    if exit_code in (35, 56) and (error is None or "reset" in error.lower()):
+    if "reset" in text:
         return "reset"
+    if any(m in text for m in _CLOSED_MESSAGES):
+        return "closed"
     return "error"
+
+
+#: curl 7.88 / OpenSSL 3.0 messages of a connection the peer closed with a FIN before any status.
+_CLOSED_MESSAGES = ("ssl_error_syscall", "unexpected eof", "connection closed", "empty reply")
 
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:
