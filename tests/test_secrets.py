@@ -40,3 +40,11 @@ def test_ca_keys_are_never_in_the_upload_set():
     assert {"client-ca.pem", "server-ca.pem", "sidecar.key"} <= uploaded
     assert not uploaded & {"client-ca.key", "server-ca.key"}
     assert all(mode == 0o400 for name, mode in certs.UPLOAD if name.endswith(".key"))
+
+
+def test_the_egress_ca_key_stays_here_only_deny_page_leaves_go_up():
+    from tproxy_nb.settings import Settings
+
+    uploaded = {name for name, _mode in certs.upload_files(Settings())}
+    assert "deny-www.lyft.com.key" in uploaded and "deny-www.lyft.com.pem" in uploaded
+    assert not any(name.startswith("egress-ca") for name in uploaded)

@@ -10,12 +10,15 @@ Example::
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from ..analysis.curl import Case, cases, classify, curl_command, parse_output, to_frame
 from ..errors import StepError
 from ..progress import bar as progress_bar
 from ..remote.host import Host, which
+from ..render import certs
 from ..settings import Settings
 
 
@@ -28,9 +31,42 @@ def require_curl(host: Host) -> None:
         )
 
 
-def run_case(host: Host, case: Case, user: str, max_time: float = 10) -> dict:
-    """Run one case as ``user`` on the host; return one flat record."""
-    r = host.run(curl_command(case.url, max_time), user=user, check=False, timeout=max_time + 15)
+def proxy_url(s: Settings) -> str:
+    """The sidecar as an explicit proxy, as the app names it (``curl -x``, ``HTTPS_PROXY``).
+
+    Example: ``proxy_url(s)`` -> ``"http://127.0.0.1:12008"``.
+    """
+    return f"http://127.0.0.1:{s.ports.explicit_proxy}"
+
+
+def egress_ca(certs_dir: str | Path | None = None) -> str:
+    """The egress CA certificate (PEM) from the local certificate directory, for a client told to trust it.
+
+    Example: ``egress_ca().startswith("-----BEGIN CERTIFICATE-----")`` -> True.
+    """
+    path = Path(certs_dir or certs.default_dir()) / f"{certs.EGRESS_CA.name}.pem"
+    if not path.is_file():
+        raise StepError(f"{path} does not exist: provision the chain first (it generates the egress CA).")
+    return path.read_text()
+
+
+def run_case(
+    host: Host,
+    case: Case,
+    user: str,
+    max_time: float = 10,
+    proxy: str | None = None,
+    cacert: str | None = None,
+) -> dict:
+    """Run one case as ``user`` on the host; return one flat record.
+
+    proxy: an explicit proxy URL (``curl -x``); None: the transparent path.
+    cacert: a CA certificate (PEM) to trust instead of the system's, fed on standard input.
+
+    Example: ``run_case(host, cases(s)[3], s.service.user)["outcome"]`` -> ``"reset"``.
+    """
+    cmd = curl_command(case.url, max_time, proxy=proxy, cacert_stdin=cacert is not None)
+    r = host.run(cmd, user=user, check=False, timeout=max_time + 15, stdin=cacert)
     rec = parse_output(r.stdout, r.stderr, r.exit_code)
     code = rec.get("http_code") or None
     rec.update(
@@ -40,31 +76,47 @@ def run_case(host: Host, case: Case, user: str, max_time: float = 10) -> dict:
         user=user,
         http_code=code,
         outcome=classify(code, r.exit_code, rec["error"]),
+        proxy=proxy,
     )
     rec["as_expected"] = rec["outcome"] == case.expected
     return rec
 
 
 def run_cases(
-    host: Host, s: Settings, repeat: int = 1, as_user: str | None = None, progress: bool = True, max_time: float = 10
+    host: Host,
+    s: Settings,
+    repeat: int = 1,
+    as_user: str | None = None,
+    progress: bool = True,
+    max_time: float = 10,
+    explicit_proxy: bool = False,
+    trust_egress_ca: bool = False,
 ) -> pd.DataFrame:
-    """Run the four cases ``repeat`` times each; one row per request.
+    """Run the four cases ``repeat`` times each; one row per request, with the ``tls_deny`` mode in ``mode``.
 
     as_user: ``None`` or ``"service"`` for the service user (through the proxy), ``"envoy"`` for the
-    envoy user (its traffic bypasses the chain, so every case is expected to be ``allowed``).
+      envoy user (its traffic bypasses the chain, so every case is expected to be ``allowed``).
+    explicit_proxy: send the requests to the sidecar's explicit proxy port (``curl -x``).
+    trust_egress_ca: the denied HTTPS request trusts the egress CA only (``--cacert``), so a
+      ``deny-page`` sidecar can show it its 403.
+
+    Example: ``run_cases(host, s, explicit_proxy=True).set_index("case").outcome["https denied"]`` -> ``"denied"``.
     """
     if repeat < 1:
         raise ValueError("repeat must be at least 1")
     require_curl(host)
     user = s.envoy.user if as_user == "envoy" else s.service.user
-    todo = [(i, c) for i in range(repeat) for c in cases(s)]
+    todo = [(i, c) for i in range(repeat) for c in cases(s, explicit_proxy, trust_egress_ca)]
     if as_user == "envoy":
         todo = [(i, Case(c.name, c.url, "allowed")) for i, c in todo]
+    proxy = proxy_url(s) if explicit_proxy else None
+    ca = egress_ca() if trust_egress_ca else None
     rows = []
     with progress_bar(total=len(todo), desc=f"curl as {user}", unit="req", disable=not progress) as bar:
         for i, case in todo:
-            rec = run_case(host, case, user, max_time)
-            rec["run"] = i
+            cacert = ca if case.name == "https denied" else None
+            rec = run_case(host, case, user, max_time, proxy=proxy, cacert=cacert)
+            rec.update(run=i, mode=s.tls_deny, egress_ca_trusted=cacert is not None)
             rows.append(rec)
             bar.update(1)
     return to_frame(rows)
