@@ -470,3 +470,16 @@ def test_settings_with_other_ids_are_planned_with_them(tmp_path, small_envoy):
     host = FakeHost()
     list(provision.provision(host, s, certs_dir=tmp_path / "certs"))
     assert host.users["tpx-envoy"].uid == 3101
+
+
+def test_netstat_is_parsed_into_nstat_names():
+    text = (
+        "TcpExt: SyncookiesSent TCPAbortOnData TCPAbortOnClose\n"
+        "TcpExt: 0 4 17\n"
+        "IpExt: InNoRoutes InOctets\n"
+        "IpExt: 0 123456789012\n"
+    )
+    got = facts.parse_netstat(text)
+    assert got["TcpExtTCPAbortOnClose"] == 17 and got["TcpExtTCPAbortOnData"] == 4
+    assert got["IpExtInOctets"] == 123456789012
+    assert facts.parse_netstat("garbage\n") == {} and facts.parse_netstat("") == {}

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..analysis import packets
 from ..analysis.curl import Case, cases, classify, curl_command, parse_output, to_frame
 from ..errors import StepError
 from ..progress import bar as progress_bar
 from ..remote.host import Host, which
 from ..render import certs
 from ..settings import Settings
+from . import capture, facts
 
 
 def require_curl(host: Host) -> None:
@@ -112,11 +114,28 @@ def run_cases(
     proxy = proxy_url(s) if explicit_proxy else None
     ca = egress_ca() if trust_egress_ca else None
     rows = []
+    before = facts.tcp_counters(host)
     with progress_bar(total=len(todo), desc=f"curl as {user}", unit="req", disable=not progress) as bar:
         for i, case in todo:
             cacert = ca if case.name == "https denied" else None
             rec = run_case(host, case, user, max_time, proxy=proxy, cacert=cacert)
             rec.update(run=i, mode=s.tls_deny, egress_ca_trusted=cacert is not None)
+            # What the kernel did for this request: an RST for a socket closed with unread data counts here.
+            after = facts.tcp_counters(host)
+            rec.update({k: after.get(k, 0) - before.get(k, 0) for k in facts.ABORT_COUNTERS})
+            before = after
             rows.append(rec)
             bar.update(1)
     return to_frame(rows)
+
+
+def capture_cases(host: Host, s: Settings, **kwargs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`run_cases` with a packet capture on the target's loopback: the requests and their packets.
+
+    kwargs: as :func:`run_cases`. The packets carry the ``case`` and ``run`` of the request they belong to.
+
+    Example: ``df, pk = capture_cases(host, s); packets.endings(pk)``.
+    """
+    with capture.capturing(host, s) as cap:
+        df = run_cases(host, s, **kwargs)
+    return df, packets.label_cases(packets.parse_tcpdump(cap.text), df)
