@@ -34,9 +34,13 @@ def _positive(kind):
 
 def _common(p: argparse.ArgumentParser, target: bool = True, settings: bool = True, plan: bool = False) -> None:
     if target:
-        p.add_argument("--target", default="lab", help="'lab' (default) or user@host[:port]")
+        p.add_argument("--target", default="lab", help="'lab' (default), user@host[:port] or a ~/.ssh/config alias")
         p.add_argument("--key", default=None, help="private key file for a non-lab target")
         p.add_argument("--known-hosts", default=None, help="known_hosts file (default ~/.ssh/known_hosts)")
+        p.add_argument(
+            "--passphrase-env", default=None, metavar="NAME", help="environment variable holding the key's passphrase"
+        )
+        p.add_argument("--ssh-config", default=None, metavar="FILE", help="ssh_config file (default ~/.ssh/config)")
     if settings:
         p.add_argument("--settings", default=None, help="settings YAML file (default: built-in settings)")
     if plan:
@@ -97,7 +101,13 @@ def _settings(args):
 def _host(args):
     from .targets import connect
 
-    host = connect(args.target, key_file=args.key, known_hosts=args.known_hosts)
+    host = connect(
+        args.target,
+        key_file=args.key,
+        known_hosts=args.known_hosts,
+        passphrase_env=args.passphrase_env,
+        ssh_config=args.ssh_config,
+    )
     host.connect()  # fail here, before any progress bar or plan is shown
     return host
 
@@ -245,8 +255,18 @@ def cmd_trace(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .present import report
+    import os
 
+    from .present import report
+    from .remote.keys import PASSPHRASE_ENV_VAR, Passphrase
+    from .remote.sshconfig import SSH_CONFIG_ENV_VAR
+
+    # The notebooks' kernels inherit the environment: that is how they learn these two.
+    if args.passphrase_env:
+        Passphrase.from_env(args.passphrase_env)  # unset: fail now, before any notebook runs
+        os.environ[PASSPHRASE_ENV_VAR] = args.passphrase_env
+    if args.ssh_config:
+        os.environ[SSH_CONFIG_ENV_VAR] = os.path.abspath(args.ssh_config)
     return report.run_all(
         target=args.target,
         key_file=args.key,

@@ -82,7 +82,14 @@ class LabInfo:
         """A :class:`~tproxy_nb.remote.host.Host` for the lab, checking the pinned host key."""
         from ..remote.host import Host
 
-        return Host(self.host, user=self.user, port=self.port, key_file=self.key_file, known_hosts=self.known_hosts)
+        return Host(
+            self.host,
+            user=self.user,
+            port=self.port,
+            key_file=self.key_file,
+            known_hosts=self.known_hosts,
+            ssh_config=False,
+        )
 
 
 # --------------------------------------------------------------------------- small helpers
