@@ -19,6 +19,7 @@ import os
 import re
 import select
 import shlex
+import signal
 import socket
 import subprocess
 import time
@@ -229,6 +230,16 @@ def trust_host_key(
     return fp
 
 
+class _ProxyCommand(paramiko.ProxyCommand):
+    """paramiko's ProxyCommand whose close() may run twice (paramiko's transport thread closes it too)."""
+
+    def close(self) -> None:
+        try:
+            os.kill(self.process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass  # already stopped and reaped
+
+
 # --------------------------------------------------------------------------- Host
 
 
@@ -363,7 +374,7 @@ class Host:
             )
         if r.proxy_command is not None:
             self._stop_proxy()
-            self._proxy = paramiko.ProxyCommand(r.proxy_command)
+            self._proxy = _ProxyCommand(r.proxy_command)
             return self._proxy
         return None
 
@@ -457,10 +468,16 @@ class Host:
     def _refused(self, keys: KeySources, agent_note: str) -> ConnectError:
         if keys.locked and not keys.offered:
             return locked_key_error(keys.locked, self.name)
-        offered = ", ".join(keys.offered) or "no key"
         notes = keys.problems + ([agent_note] if agent_note else [])
         if keys.locked:
             notes.append(f"{', '.join(map(str, keys.locked))} needs a passphrase (see --passphrase-env)")
+        if not keys.offered:
+            return ConnectError(
+                f"No key could be offered to {self.name}: {'; '.join(notes) or 'none found'}. "
+                "Give the right key file (--key) and passphrase (--passphrase-env NAME), or load the key into "
+                "ssh-agent (ssh-add KEY)."
+            )
+        offered = ", ".join(keys.offered)
         return ConnectError(
             f"{self.hostname}:{self.port} refused the key{'s' if len(keys.offered) > 1 else ''} {offered} "
             f"for user {self.user}" + (f" ({'; '.join(notes)})" if notes else "") + ". "

@@ -99,7 +99,8 @@ def _public_blob(path: Path) -> bytes | None:
 def _open(path: Path, password: str | None = None) -> paramiko.PKey | None:
     """The key in ``path``; None when it needs a passphrase that was not given."""
     try:
-        return paramiko.PKey.from_path(path, password=password)
+        # cryptography wants the password as bytes (paramiko passes it through unchanged).
+        return paramiko.PKey.from_path(path, password=password.encode() if password is not None else None)  # type: ignore[arg-type]
     except (paramiko.PasswordRequiredException, TypeError):
         # paramiko raises TypeError for an encrypted OpenSSH-format key without a password.
         return None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import getpass
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import paramiko
@@ -212,7 +212,7 @@ def _resolve_jumps(
         r = resolve(name, user=user, port=port, config=config, known_hosts=known_hosts, local_user=me, _depth=depth + 1)
         if i > 0:
             # A later hop is reached through the one before it, whatever its own config says (as ssh -J does).
-            r = Resolved(**{**r.__dict__, "jump": hop, "proxy_command": None})
+            r = replace(r, jump=hop, proxy_command=None)
         hop = r
     if hop is None:
         raise ConnectError(f"ProxyJump {spec!r} names no host; write it as [user@]host[:port][,...].")
