@@ -52,8 +52,8 @@ def open(
 ) -> Tutorial:
     """Open the tutorial on ``target``: settings, host and rollback guard.
 
-    target: ``"lab"`` (brought up when needed) or ``"user@host[:port]"``.
-    key_file: private key for a non-lab target.
+    target: ``"lab"`` (brought up when needed), ``"user@host[:port]"`` or an ``~/.ssh/config`` alias.
+    key_file: private key for a non-lab target (None: the config's IdentityFile and ssh-agent's keys).
     known_hosts: file with the pinned host key (default ``~/.ssh/known_hosts``; the lab pins its own).
     settings_file: settings YAML (None: the built-in defaults).
 
