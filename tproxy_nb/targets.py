@@ -3,6 +3,8 @@
 A non-lab target is reached as ``ssh TARGET`` would reach it: ``~/.ssh/config`` (HostName, User, Port,
 IdentityFile, ProxyJump, ProxyCommand, UserKnownHostsFile), ssh-agent, strict host keys.
 
+``replay:DIR`` names a recorded run's data bundle instead: analysis without any host (:func:`replay_dir`).
+
 Example::
 
     host = connect("lab")                                  # the local lab (brought up if needed)
@@ -13,15 +15,31 @@ Example::
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from .errors import ConnectError
 from .remote.host import Host, Passphrase
 
 LAB = "lab"
+REPLAY = "replay:"
 
 
 def is_lab(target: str | None) -> bool:
     return (target or LAB).strip() == LAB
+
+
+def replay_dir(target: str | None) -> Path | None:
+    """The bundle directory of a ``replay:DIR`` target (``~`` expanded), None for any other target.
+
+    Example: ``replay_dir("replay:build/report/data")`` -> ``PosixPath('build/report/data')``.
+    """
+    text = (target or "").strip()
+    if not text.startswith(REPLAY):
+        return None
+    path = text[len(REPLAY) :].strip()
+    if not path:
+        raise ConnectError("replay: needs a directory, e.g. --target replay:build/report/data (a run's data bundle).")
+    return Path(path).expanduser()
 
 
 def connect(
@@ -32,7 +50,7 @@ def connect(
     passphrase_env: str | None = None,
     ssh_config: str | os.PathLike | None = None,
 ) -> Host:
-    """A :class:`Host` for ``target``; for the lab, bring it up first (idempotent).
+    """A :class:`Host` for ``target``; for the lab, bring it up first (idempotent). A replay has no host.
 
     target: ``"lab"`` (default) or ``"user@host[:port]"`` (an ``~/.ssh/config`` alias works as host).
     key_file: private key for a non-lab target (offered before the config's and ssh-agent's keys).
@@ -41,6 +59,11 @@ def connect(
     passphrase_env: name of the environment variable holding the passphrase (``--passphrase-env``).
     ssh_config: ssh_config file to read (default ``~/.ssh/config``).
     """
+    if replay_dir(target) is not None:
+        raise ConnectError(
+            f"{target} is a recorded run, not a host: it can be analysed (tproxy-nb run, tproxy-nb trace), "
+            "not provisioned or checked. Name a host (lab or user@host[:port]) for that."
+        )
     if is_lab(target):
         from . import lab
 
