@@ -34,9 +34,17 @@ def _positive(kind):
 
 def _common(p: argparse.ArgumentParser, target: bool = True, settings: bool = True, plan: bool = False) -> None:
     if target:
-        p.add_argument("--target", default="lab", help="'lab' (default) or user@host[:port]")
+        p.add_argument(
+            "--target",
+            default="lab",
+            help="'lab' (default), user@host[:port], a ~/.ssh/config alias, or replay:DIR (run, trace)",
+        )
         p.add_argument("--key", default=None, help="private key file for a non-lab target")
         p.add_argument("--known-hosts", default=None, help="known_hosts file (default ~/.ssh/known_hosts)")
+        p.add_argument(
+            "--passphrase-env", default=None, metavar="NAME", help="environment variable holding the key's passphrase"
+        )
+        p.add_argument("--ssh-config", default=None, metavar="FILE", help="ssh_config file (default ~/.ssh/config)")
     if settings:
         p.add_argument("--settings", default=None, help="settings YAML file (default: built-in settings)")
     if plan:
@@ -90,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("case", nargs="?", default="https denied", help="one of the four cases (default: 'https denied')")
     _common(p)
 
+    p = sub.add_parser("logs", help="parse Envoy debug logs and write them to a Parquet file")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="Envoy debug log files")
+    p.add_argument("--to", nargs=2, metavar=("FORMAT", "OUT"), required=True, help="parquet OUT")
+
     p = sub.add_parser("run", help="lab up + every notebook headless + report in build/report/")
     _common(p)
     p.add_argument("--out", default="build/report")
@@ -105,7 +117,13 @@ def _settings(args):
 def _host(args):
     from .targets import connect
 
-    host = connect(args.target, key_file=args.key, known_hosts=args.known_hosts)
+    host = connect(
+        args.target,
+        key_file=args.key,
+        known_hosts=args.known_hosts,
+        passphrase_env=args.passphrase_env,
+        ssh_config=args.ssh_config,
+    )
     host.connect()  # fail here, before any progress bar or plan is shown
     return host
 
@@ -234,17 +252,29 @@ def cmd_check(args) -> int:
 def cmd_trace(args) -> int:
     from .analysis import curl, trace
     from .errors import StepError
+    from .present import bundle
     from .steps import check, envoy_proc
+    from .targets import replay_dir
 
-    settings = _settings(args)
+    replay = replay_dir(args.target)
+    recorded = bundle.load(replay) if replay is not None else None
+    settings = recorded.settings if recorded and not args.settings else _settings(args)
     known = {c.name: c for c in curl.cases(settings)}
     if args.case not in known:
         raise StepError(f"Unknown case {args.case!r}; choose one of: {', '.join(repr(n) for n in known)}.")
-    host = _host(args)
-    with host:
-        check.require_curl(host)
-        result = check.run_case(host, known[args.case], settings.service.user)
-        events = trace.trace(result, envoy_proc.fetch_logs(host, settings))  # fetch waits for Envoy's log flush
+    if recorded is not None:
+        # The recorded run's last request of the case, through the recorded logs: no host.
+        rows = recorded.results[recorded.results["case"] == args.case]
+        if rows.empty:
+            raise StepError(f"The bundle {replay} recorded no request of the case {args.case!r}.")
+        result = rows.iloc[-1]
+        events = trace.trace(result, recorded.parsed())
+    else:
+        host = _host(args)
+        with host:
+            check.require_curl(host)
+            result = check.run_case(host, known[args.case], settings.service.user)
+            events = trace.trace(result, envoy_proc.fetch_logs(host, settings))  # fetch waits for Envoy's log flush
     print(
         f"{args.case}: {known[args.case].url} -> {result['outcome']} "
         f"(http {result['http_code']}, curl exit {result['exit_code']})"
@@ -262,9 +292,30 @@ def cmd_trace(args) -> int:
     return EXIT_OK
 
 
-def cmd_run(args) -> int:
-    from .present import report
+def cmd_logs(args) -> int:
+    from .present.parquet import ExportError, logs_to_parquet
 
+    kind, out = args.to
+    if kind != "parquet":
+        raise ExportError(f"--to {kind}: the one format written is parquet (--to parquet OUT).")
+    rows = logs_to_parquet(args.paths, out)
+    print(f"{rows} rows from {len(args.paths)} log(s) written to {out}")
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    import os
+
+    from .present import report
+    from .remote.keys import PASSPHRASE_ENV_VAR, Passphrase
+    from .remote.sshconfig import SSH_CONFIG_ENV_VAR
+
+    # The notebooks' kernels inherit the environment: that is how they learn these two.
+    if args.passphrase_env:
+        Passphrase.from_env(args.passphrase_env)  # unset: fail now, before any notebook runs
+        os.environ[PASSPHRASE_ENV_VAR] = args.passphrase_env
+    if args.ssh_config:
+        os.environ[SSH_CONFIG_ENV_VAR] = os.path.abspath(args.ssh_config)
     return report.run_all(
         target=args.target,
         key_file=args.key,
@@ -281,6 +332,7 @@ COMMANDS: dict[str, Callable] = {
     "envoy": cmd_envoy,
     "check": cmd_check,
     "trace": cmd_trace,
+    "logs": cmd_logs,
     "run": cmd_run,
 }
 

@@ -82,7 +82,14 @@ class LabInfo:
         """A :class:`~tproxy_nb.remote.host.Host` for the lab, checking the pinned host key."""
         from ..remote.host import Host
 
-        return Host(self.host, user=self.user, port=self.port, key_file=self.key_file, known_hosts=self.known_hosts)
+        return Host(
+            self.host,
+            user=self.user,
+            port=self.port,
+            key_file=self.key_file,
+            known_hosts=self.known_hosts,
+            ssh_config=False,
+        )
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -485,7 +492,9 @@ def our_accounts() -> list[pwd.struct_passwd]:
 def leftovers(settings: Settings | None = None) -> list[str]:
     """Everything of ours still on the machine (empty after a clean ``down``)."""
     s = settings or Settings()
-    found = [f"namespace {ns}" for ns in existing_namespaces()]
+    from .bastion import leftovers as bastion_leftovers
+
+    found = [f"namespace {ns}" for ns in existing_namespaces()] + bastion_leftovers()
     found += [f"user {p.pw_name}" for p in our_accounts()]
     state = [STATE_DIR] if _state_dir_is_ours() else []
     for path in (*state, SUDOERS, NETNS_ETC / HOST_NS, NETNS_ETC / INET_NS, Path(s.paths.root), GUARD_DIR):
@@ -514,7 +523,9 @@ def down(settings: Settings | None = None) -> list[str]:
     """
     require_root()
     s = settings or Settings()
-    removed: list[str] = []
+    from .bastion import down as bastion_down  # a test's jump host (own namespace and sshd) goes first
+
+    removed: list[str] = bastion_down()
     present = existing_namespaces()
     pids = [p for ns in present for p in namespace_pids(ns)]
     for pid_file in ("sshd.pid", "standin.pid"):

@@ -14,20 +14,29 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import logging
 import os
 import re
 import select
 import shlex
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 import paramiko
 
 from ..errors import CommandError, CommandTimeout, ConnectError, HostKeyError, TproxyError
+from . import sshconfig
+from .keys import KeySources, Passphrase, agent_keys, locked_key_error
+from .sshconfig import Resolved
+from .sshconfig import parse_target as parse_target
+
+log = logging.getLogger(__name__)
 
 #: Files at least this big get a progress bar when transferred.
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024
@@ -124,25 +133,6 @@ class Result:
 
 # --------------------------------------------------------------------------- targets
 
-_TARGET_RE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9a-fA-F:]+\]|[^:@\s]+)(?::(?P<port>\d{1,5}))?$")
-
-
-def parse_target(target: str) -> tuple[str | None, str, int | None]:
-    """Split ``user@host[:port]`` into its parts.
-
-    Example: ``parse_target("admin@198.18.0.2:2222")`` -> ``("admin", "198.18.0.2", 2222)``.
-    """
-    m = _TARGET_RE.match(target.strip())
-    if not m:
-        raise ConnectError(
-            f"Cannot read the target {target!r}. Write it as user@host or user@host:port "
-            "(for example admin@203.0.113.10:22), or use 'lab' for the local lab."
-        )
-    port = int(m["port"]) if m["port"] else None
-    if port is not None and not 0 < port < 65536:
-        raise ConnectError(f"The port in target {target!r} is out of range (1-65535).")
-    return m["user"], m["host"].strip("[]"), port
-
 
 def fingerprint(key: paramiko.PKey) -> str:
     """OpenSSH-style SHA256 fingerprint of a public key: ``SHA256:...``."""
@@ -157,19 +147,30 @@ def _known_host_name(hostname: str, port: int) -> str:
 class _RefuseUnknownKey(paramiko.MissingHostKeyPolicy):
     """Refuse hosts not in known_hosts, naming the key so it can be checked and accepted."""
 
-    def __init__(self, known_hosts: Path | None):
+    def __init__(self, known_hosts: Path | None, alias: str = "", proxied: bool = False):
         self.known_hosts = known_hosts
+        self.alias = alias
+        self.proxied = proxied
 
     def missing_host_key(self, client, hostname, key):
         fp = fingerprint(key)
         where = str(self.known_hosts) if self.known_hosts else "~/.ssh/known_hosts"
         host, port = _split_known_name(hostname)
+        if self.proxied:
+            # Reached through a jump host or a proxy command: only ssh itself can fetch the key the same way.
+            accept = (
+                f"run 'ssh -o UserKnownHostsFile={where} {self.alias or host} true' once, compare the fingerprint "
+                "it shows, and answer yes"
+            )
+        else:
+            accept = (
+                f"tproxy_nb.remote.host.trust_host_key({host!r}, {port}, {fp!r}, known_hosts={where!r}) "
+                f"or 'ssh-keyscan -p {port} {host} >> {where}'"
+            )
         raise HostKeyError(
             f"The host key of {hostname} is not known ({key.get_name()} {fp}); refusing to connect. "
             f"Check this fingerprint against the host (for EC2: the instance's console output, or "
-            f"'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' on it), then accept it deliberately with "
-            f"tproxy_nb.remote.host.trust_host_key({host!r}, {port}, {fp!r}, known_hosts={where!r}) "
-            f"or 'ssh-keyscan -p {port} {host} >> {where}'.",
+            f"'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' on it), then accept it deliberately with {accept}.",
             hostname=host,
             port=port,
             key_type=key.get_name(),
@@ -229,18 +230,30 @@ def trust_host_key(
     return fp
 
 
+class _ProxyCommand(paramiko.ProxyCommand):
+    """paramiko's ProxyCommand whose close() may run twice (paramiko's transport thread closes it too)."""
+
+    def close(self) -> None:
+        try:
+            os.kill(self.process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass  # already stopped and reaped
+
+
 # --------------------------------------------------------------------------- Host
 
 
 class Host:
-    """One SSH target, connected lazily, one connection reused.
+    """One SSH target, connected lazily, one connection reused, reached the way ``ssh`` reaches it.
 
-    hostname: name or address (an ``~/.ssh/config`` alias works too).
+    hostname: name, address or an ``~/.ssh/config`` alias.
     user: login user (default: from ssh config, else the local user).
     port: SSH port (default: from ssh config, else 22).
-    key_file: private key to log in with.
-    passphrase: the key's passphrase, if it has one.
-    known_hosts: file with the pinned host key; default ``~/.ssh/known_hosts``.
+    key_file: private key to log in with, offered before IdentityFile keys and ssh-agent's.
+    passphrase: the key's passphrase (a string or a :class:`~tproxy_nb.remote.keys.Passphrase`);
+        default: none, asked for on a terminal.
+    known_hosts: file with the pinned host key; default: UserKnownHostsFile, else ``~/.ssh/known_hosts``.
+    ssh_config: the ssh_config to read (default ``~/.ssh/config``; False: none).
 
     Example::
 
@@ -248,7 +261,8 @@ class Host:
         h.run(["id", "-u"], user="tpx-svc").stdout
     """
 
-    connect_attempts = 2
+    #: Connecting (TCP, SSH handshake) is retried this many times in all; nothing else is retried.
+    connect_attempts = 3
 
     def __init__(
         self,
@@ -256,29 +270,67 @@ class Host:
         user: str | None = None,
         port: int | None = None,
         key_file: str | os.PathLike | None = None,
-        passphrase: str | None = None,
+        passphrase: str | Passphrase | None = None,
         known_hosts: str | os.PathLike | None = None,
         connect_timeout: float = 10,
-        ssh_config: str | os.PathLike | None = None,
+        ssh_config: str | os.PathLike | Literal[False] | None = None,
     ):
-        cfg = _ssh_config_for(hostname, ssh_config)
-        self.alias = hostname
-        self.hostname = cfg.get("hostname", hostname)
-        self.user = user or cfg.get("user") or os.environ.get("USER") or "root"
-        self.port = int(port or cfg.get("port", 22))
-        files = cfg.get("identityfile") or []
-        self.key_file = Path(key_file or (files[0] if files else "~/.ssh/id_ed25519")).expanduser()
-        self.passphrase = passphrase
-        self.known_hosts = Path(known_hosts).expanduser() if known_hosts else None
+        config = None if ssh_config is False else sshconfig.load_config(ssh_config)
+        resolved = sshconfig.resolve(
+            hostname, user=user, port=port, config=config, key_file=key_file, known_hosts=known_hosts
+        )
+        if key_file is not None and not resolved.identity_files[0].is_file():
+            raise ConnectError(
+                f"The key file {resolved.identity_files[0]} does not exist. Pass key_file= (or --key) with the "
+                f"private key that logs in as {resolved.user} on {resolved.hostname}."
+            )
+        self._setup(resolved, passphrase, connect_timeout)
+        self.known_hosts: Path | None = Path(known_hosts).expanduser() if known_hosts else None
+
+    def _setup(self, resolved: Resolved, passphrase: str | Passphrase | None, connect_timeout: float) -> None:
+        self.resolved = resolved
+        self.alias = resolved.alias
+        self.hostname = resolved.hostname
+        self.user = resolved.user
+        self.port = resolved.port
+        self.key_file = resolved.identity_files[0] if resolved.identity_files else None
+        if isinstance(passphrase, Passphrase):
+            self.passphrase = passphrase
+        elif passphrase is not None:
+            self.passphrase = Passphrase(passphrase, "passphrase=")
+        else:
+            self.passphrase = Passphrase.from_env(None)
+        self.known_hosts = None
         self.connect_timeout = connect_timeout
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        self._jump: Host | None = None
+        self._proxy: paramiko.ProxyCommand | None = None
+        self._agent: paramiko.Agent | None = None
+
+    @classmethod
+    def from_resolved(
+        cls, resolved: Resolved, passphrase: str | Passphrase | None = None, connect_timeout: float = 10
+    ) -> Host:
+        """A Host for an already resolved target (a jump host, or a fresh copy of a Host)."""
+        host = cls.__new__(cls)
+        host._setup(resolved, passphrase, connect_timeout)
+        return host
 
     @classmethod
     def from_target(cls, target: str, key_file: str | os.PathLike | None = None, **kw) -> Host:
-        """Build a Host from ``user@host[:port]``."""
+        """Build a Host from ``user@host[:port]`` or an ssh_config alias (``user@`` and ``:port`` win over it)."""
         user, host, port = parse_target(target)
         return cls(host, user=user, port=port, key_file=key_file, **kw)
+
+    def fresh(self, connect_timeout: float | None = None) -> Host:
+        """A new, unconnected Host for the same target, reached the same way (the same jump hosts, keys).
+
+        Example: ``with host.fresh(5) as h: h.run("true")`` proves a new connection still gets in.
+        """
+        copy = Host.from_resolved(self.resolved, self.passphrase, connect_timeout or self.connect_timeout)
+        copy.known_hosts = self.known_hosts
+        return copy
 
     @property
     def name(self) -> str:
@@ -295,92 +347,153 @@ class Host:
 
     # ---- connection
 
-    def _load_key(self) -> paramiko.PKey:
-        if not self.key_file.is_file():
-            raise ConnectError(
-                f"The key file {self.key_file} does not exist. "
-                f"Pass key_file= (or --key) with the private key that logs in as {self.user} on {self.hostname}."
+    def _host_keys(self, client: paramiko.SSHClient) -> None:
+        for path in self.resolved.known_hosts:
+            if path.is_file():
+                try:
+                    # "System" keys are only read, never written back: we add no key silently.
+                    client.load_system_host_keys(str(path))
+                except (OSError, paramiko.SSHException) as e:
+                    raise ConnectError(f"Cannot read the known_hosts file {path}: {e}. Fix or move it.") from None
+        first = self.resolved.known_hosts[0] if self.resolved.known_hosts else None
+        proxied = self.resolved.jump is not None or self.resolved.proxy_command is not None
+        client.set_missing_host_key_policy(_RefuseUnknownKey(first, self.alias, proxied))
+
+    def _socket(self):
+        """The connection to hand paramiko: a channel through the jump host, a proxy command, or None (direct)."""
+        r = self.resolved
+        if r.jump is not None:
+            if self._jump is None:
+                self._jump = Host.from_resolved(r.jump, self.passphrase, self.connect_timeout)
+            transport = self._jump.connect().get_transport()
+            if transport is None:
+                raise paramiko.SSHException(f"the connection to the jump host {self._jump.name} closed")
+            # Raises ChannelException (retried) when the jump host cannot reach the target (yet).
+            return transport.open_channel(
+                "direct-tcpip", (r.hostname, r.port), ("127.0.0.1", 0), timeout=self.connect_timeout
             )
-        try:
-            return paramiko.PKey.from_path(self.key_file, password=self.passphrase)
-        except (paramiko.PasswordRequiredException, TypeError):
-            # paramiko raises TypeError for an encrypted OpenSSH-format key without a password.
-            raise ConnectError(
-                f"The key {self.key_file} is protected by a passphrase and none was given. "
-                "Pass passphrase= to Host, or load the key into ssh-agent-free use with a key that has none."
-            ) from None
-        except (paramiko.SSHException, ValueError) as e:
-            raise ConnectError(
-                f"Cannot read the private key {self.key_file}: {e}. "
-                "Check that it is an OpenSSH or PEM private key and the passphrase is right."
-            ) from None
+        if r.proxy_command is not None:
+            self._stop_proxy()
+            self._proxy = _ProxyCommand(r.proxy_command)
+            return self._proxy
+        return None
 
     def connect(self) -> paramiko.SSHClient:
-        """Open the connection if it is not open; reconnects after a drop."""
+        """Open the connection if it is not open; reconnects after a drop.
+
+        Only connecting is retried (``connect_attempts`` times in all, each retry said on stderr);
+        an unknown or changed host key, or a refused key, fails at once.
+        """
         if self._client is not None:
             transport = self._client.get_transport()
             if transport is not None and transport.is_active():
                 return self._client
             self.close()
-        pkey = self._load_key()
+        agent, self._agent, agent_note = agent_keys()
+        keys = KeySources(self.resolved, self.passphrase, agent)
+        keys.precheck()
         last: Exception | None = None
         for attempt in range(1, self.connect_attempts + 1):
             client = paramiko.SSHClient()
-            if self.known_hosts is not None:
-                if self.known_hosts.exists():
-                    client.load_host_keys(str(self.known_hosts))
-            else:
-                client.load_system_host_keys()
-            client.set_missing_host_key_policy(_RefuseUnknownKey(self.known_hosts))
+            self._host_keys(client)
             try:
                 client.connect(
                     self.hostname,
                     port=self.port,
                     username=self.user,
-                    pkey=pkey,
+                    sock=self._socket(),
                     timeout=self.connect_timeout,
                     banner_timeout=self.connect_timeout,
                     auth_timeout=self.connect_timeout,
                     allow_agent=False,
                     look_for_keys=False,
+                    auth_strategy=keys,
                 )
                 self._client = client
                 return client
-            except HostKeyError:
+            except TproxyError:
+                # An unknown or changed host key, here or on a jump host, or a jump host that refused us.
                 client.close()
+                self.close()
                 raise
             except paramiko.BadHostKeyException as e:
                 client.close()
-                fp = fingerprint(e.key)
-                raise HostKeyError(
-                    f"The host key of {self.hostname}:{self.port} has CHANGED: "
-                    f"it now presents {e.key.get_name()} {fp}, known_hosts expects {fingerprint(e.expected_key)}. "
-                    "Refusing to connect. If the host was rebuilt, remove the old line with "
-                    f"'ssh-keygen -R {_known_host_name(self.hostname, self.port)}' and accept the new key "
-                    "deliberately; otherwise someone may be in the middle.",
-                    hostname=self.hostname,
-                    port=self.port,
-                    key_type=e.key.get_name(),
-                    fingerprint=fp,
-                    public_key=f"{e.key.get_name()} {e.key.get_base64()}",
-                ) from None
+                self.close()
+                raise self._changed_key(e) from None
             except paramiko.AuthenticationException:
                 client.close()
-                raise ConnectError(
-                    f"{self.hostname}:{self.port} refused the key {self.key_file} for user {self.user}. "
-                    "Check the user name and that the key's public half is in that user's ~/.ssh/authorized_keys."
-                ) from None
+                self.close()
+                raise self._refused(keys, agent_note) from None
             except (OSError, paramiko.SSHException, EOFError) as e:
-                # Retry only connecting, a bounded number of times: a fresh sshd may not accept yet.
                 client.close()
+                self._stop_proxy()
                 last = e
                 if attempt < self.connect_attempts:
-                    time.sleep(0.5)
+                    log.warning(
+                        "tproxy-nb: connecting to %s failed (%s: %s); retrying (attempt %d of %d)",
+                        self.name,
+                        e.__class__.__name__,
+                        e,
+                        attempt + 1,
+                        self.connect_attempts,
+                    )
+                    time.sleep(0.5 * attempt)
+        self.close()
+        via = f" through {self.resolved.via}" if self.resolved.via else ""
         raise ConnectError(
-            f"Cannot connect to {self.hostname}:{self.port} ({last.__class__.__name__}: {last}) after "
+            f"Cannot connect to {self.hostname}:{self.port}{via} ({last.__class__.__name__}: {last}) after "
             f"{self.connect_attempts} attempts. Check that the host is up, that sshd listens on port {self.port}, "
-            "and that no firewall or security group blocks it. For the local lab, run 'tproxy-nb lab up'."
+            "and that no firewall or security group blocks it"
+            + ("; that the jump host can reach it and allows TCP forwarding" if self.resolved.jump else "")
+            + ("; that the proxy command works on its own" if self.resolved.proxy_command else "")
+            + ". For the local lab, run 'tproxy-nb lab up'."
         )
+
+    def _changed_key(self, e: paramiko.BadHostKeyException) -> HostKeyError:
+        fp = fingerprint(e.key)
+        where = self.resolved.known_hosts[0] if self.resolved.known_hosts else "~/.ssh/known_hosts"
+        return HostKeyError(
+            f"The host key of {self.hostname}:{self.port} has CHANGED: "
+            f"it now presents {e.key.get_name()} {fp}, known_hosts expects {fingerprint(e.expected_key)}. "
+            "Refusing to connect. If the host was rebuilt, remove the old line with "
+            f"'ssh-keygen -f {where} -R {_known_host_name(self.hostname, self.port)}' and accept the new key "
+            "deliberately; otherwise someone may be in the middle.",
+            hostname=self.hostname,
+            port=self.port,
+            key_type=e.key.get_name(),
+            fingerprint=fp,
+            public_key=f"{e.key.get_name()} {e.key.get_base64()}",
+        )
+
+    def _refused(self, keys: KeySources, agent_note: str) -> ConnectError:
+        if keys.locked and not keys.offered:
+            return locked_key_error(keys.locked, self.name)
+        notes = keys.problems + ([agent_note] if agent_note else [])
+        if keys.locked:
+            notes.append(f"{', '.join(map(str, keys.locked))} needs a passphrase (see --passphrase-env)")
+        if not keys.offered:
+            return ConnectError(
+                f"No key could be offered to {self.name}: {'; '.join(notes) or 'none found'}. "
+                "Give the right key file (--key) and passphrase (--passphrase-env NAME), or load the key into "
+                "ssh-agent (ssh-add KEY)."
+            )
+        offered = ", ".join(keys.offered)
+        return ConnectError(
+            f"{self.hostname}:{self.port} refused the key{'s' if len(keys.offered) > 1 else ''} {offered} "
+            f"for user {self.user}" + (f" ({'; '.join(notes)})" if notes else "") + ". "
+            "Check the user name and that the key's public half is in that user's ~/.ssh/authorized_keys."
+        )
+
+    def _stop_proxy(self) -> None:
+        if self._proxy is not None:
+            proc = self._proxy.process
+            self._proxy.close()  # SIGTERM to the proxy command's PID
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+            self._proxy = None
 
     def close(self) -> None:
         """Close the connection (the next call reconnects)."""
@@ -393,6 +506,13 @@ class Host:
         if self._client is not None:
             self._client.close()
             self._client = None
+        self._stop_proxy()
+        if self._jump is not None:
+            self._jump.close()
+            self._jump = None
+        if self._agent is not None:
+            self._agent.close()
+            self._agent = None
 
     def _sftp_client(self) -> paramiko.SFTPClient:
         client = self.connect()
@@ -685,16 +805,6 @@ class _progress_bar:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _ssh_config_for(alias: str, path: str | os.PathLike | None) -> dict:
-    cfg_path = Path(path or Path.home() / ".ssh" / "config").expanduser()
-    if not cfg_path.is_file():
-        return {}
-    try:
-        return paramiko.SSHConfig.from_path(str(cfg_path)).lookup(alias)
-    except (OSError, paramiko.SSHException) as e:
-        raise ConnectError(f"Cannot read the SSH config {cfg_path}: {e}. Fix or move it.") from None
 
 
 def require_sudo(host: Host) -> None:

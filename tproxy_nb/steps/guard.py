@@ -192,15 +192,7 @@ def reconnect(host: Host, connect_timeout: float = 5) -> Host:
 
     Example: ``with reconnect(host) as fresh: fresh.run("true")``.
     """
-    fresh = Host(
-        host.hostname,
-        user=host.user,
-        port=host.port,
-        key_file=host.key_file,
-        passphrase=getattr(host, "passphrase", None),
-        known_hosts=host.known_hosts,
-        connect_timeout=connect_timeout,
-    )
+    fresh = host.fresh(connect_timeout)
     fresh.connect_attempts = 1
     fresh.connect()
     return fresh
