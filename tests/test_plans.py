@@ -456,6 +456,19 @@ def test_provision_then_nothing_then_remove_then_nothing(s, tmp_path, small_envo
     assert all(p.empty for p in provision.plan_remove(host, s))
 
 
+def test_remove_on_a_host_without_iptables_removes_the_rest(s, tmp_path, small_envoy):
+    host = FakeHost()
+    list(provision.provision(host, s, certs_dir=tmp_path / "certs"))
+    host.tools = set()  # iptables uninstalled since (or never there): no rules of ours can be left
+    removal = [p.apply(host) for p in provision.plan_remove(host, s)]
+    rules = removal[1]
+    assert (
+        rules.empty and rules.notes[0] == f"iptables is not installed on {host.name}: no IPv4 rules of ours are there"
+    )
+    assert "tpx-envoy" not in host.users and not any(p.startswith(s.paths.root) for p in host.files)
+    assert all(p.empty for p in provision.plan_remove(host, s))
+
+
 def test_chain_up_and_down_on_the_fake(s, tmp_path, small_envoy):
     host = FakeHost()
     plans = chain.up(host, s, certs_dir=tmp_path / "certs", guard_seconds=None)
