@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.lab]
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO / "build" / "screenshots"
-NOTEBOOKS = ("01_setup", "02_iptables", "03_envoy", "04_testing")
+NOTEBOOKS = ("01_setup", "02_iptables", "03_envoy", "04_testing", "06_explore")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 JUPYTER = Path(sys.executable).parent / "jupyter"
@@ -88,12 +88,17 @@ def jupyter(tmp_path_factory):
     work = root / "notebooks"
     shutil.copytree(REPO / "notebooks", work)
     _write_settings(root / "settings")
+    from test_bundle import make_bundle
+
+    # 06_explore reads the last run's bundle: one recorded from the captured chain logs.
+    data = make_bundle(root / "data")
     port, token = _free_port(), secrets.token_hex(16)
     env = {
         **os.environ,
         "JUPYTER_CONFIG_DIR": str(root / "config"),
         "JUPYTER_DATA_DIR": str(root / "data"),
         "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
+        "TPROXY_NB_DATA": str(data),
     }
     cmd = [
         str(JUPYTER),
@@ -212,3 +217,33 @@ def test_running_the_first_cells_of_04_shows_output(browser, jupyter):
     finally:
         browser.save_screenshot(str(SCREENSHOTS / "04_testing-run.png"))
     assert "[1]" in _cells(browser)[first].find_element(By.CSS_SELECTOR, ".jp-InputPrompt").text
+
+
+@pytest.mark.timeout(300)
+def test_the_log_explorer_of_06_answers_a_control(browser, jupyter):
+    """Run 06_explore cell by cell up to its explorer; picking another process in it shows that process's records."""
+    from selenium.webdriver.support.ui import Select
+
+    nb = _open(browser, jupyter, "06_explore")
+    explorer = next(i for i, c in enumerate(nb.cells) if "widgets.log_explorer(" in c.source)
+    first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+    prompt = _cells(browser)[first].find_element(By.CSS_SELECTOR, ".jp-InputPrompt")
+    ActionChains(browser).move_to_element(prompt).click().perform()
+    keys = ActionChains(browser).key_down(Keys.SHIFT)
+    for _ in range(explorer - first + 1):
+        keys = keys.send_keys(Keys.ENTER)
+    keys.key_up(Keys.SHIFT).perform()
+
+    def count(d) -> str:
+        found = _cells(d)[explorer].find_elements(By.XPATH, ".//*[contains(text(), 'records shown')]/..")
+        return found[0].text if found else ""
+
+    try:
+        WebDriverWait(browser, 180).until(lambda d: "records shown" in count(d))
+        before = count(browser)
+        process = _cells(browser)[explorer].find_element(By.CSS_SELECTOR, ".widget-dropdown select")
+        Select(process).select_by_visible_text("igw")
+        WebDriverWait(browser, 60).until(lambda d: count(d) and count(d) != before)
+    finally:
+        browser.save_screenshot(str(SCREENSHOTS / "06_explore-explorer.png"))
+    assert "records shown" in count(browser)

@@ -14,13 +14,21 @@ import nbformat
 import pytest
 
 from tproxy_nb import cli
-from tproxy_nb.present import report
+from tproxy_nb.present import bundle, report
 
 REPO = Path(__file__).resolve().parent.parent
+#: Where the lab run's report goes, under the session's base temp: the replay test reads it.
+LAB_RUN = "lab-run-report"
 NOTEBOOKS = [REPO / "notebooks" / f"{name}.ipynb" for name in report.NOTEBOOKS]
 PARAMETERS = {"TARGET", "KEY_FILE", "KNOWN_HOSTS", "SETTINGS_FILE"}
 #: What notebook N catches up on before it starts: the stage of chain.up the notebooks before it reached.
-CATCH_UP = {"01_setup": None, "02_iptables": "provision", "03_envoy": "firewall", "04_testing": "envoys"}
+CATCH_UP = {
+    "01_setup": None,
+    "02_iptables": "provision",
+    "03_envoy": "firewall",
+    "04_testing": "envoys",
+    "06_explore": None,  # it reads a recorded run: nothing to catch up on
+}
 
 
 def tags(cell) -> list[str]:
@@ -184,10 +192,11 @@ def _html_column(cell, column: str) -> list[str]:
 
 @pytest.mark.lab
 @pytest.mark.timeout(1800)
-def test_run_all_against_the_lab(lab_info, tmp_path, capfd):
+def test_run_all_against_the_lab(lab_info, tmp_path_factory, capfd):
     """Slow (minutes): every notebook executed headless into a report, as `tproxy-nb run` does; every
-    step's verification ran and said what it checked; the run's stderr carries no warning."""
-    out = tmp_path / "report"
+    step's verification ran and said what it checked; the run's stderr carries no warning; the run's
+    data bundle is complete, sealed and free of keys (the replay test below re-reads it)."""
+    out = tmp_path_factory.getbasetemp() / LAB_RUN
     code = report.run_all("lab", out_dir=out, progress=False)
     index = (out / "index.html").read_text() if (out / "index.html").is_file() else ""
     assert code == 0, f"run_all failed; {out / 'index.html'}:\n{index}"
@@ -216,6 +225,56 @@ def test_run_all_against_the_lab(lab_info, tmp_path, capfd):
     assert _html_column(table[0], "outcome") == ["allowed", "denied", "allowed", "reset"]
     figures = sum(1 for c in testing.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
     assert figures >= 2, f"04_testing shows {figures} figures"
+    # The write-up opens with the headline, made from the run's data bundle.
+    assert index.index("Headline") < index.index("Settings used") < index.index("The notebooks")
+    assert "20/20 requests ended as expected" in index and "igw: 5 allowed, 5 denied" in index, index[:3000]
+    assert "curl exit 35" in index and "NaN" not in index and "&lt;NA&gt;" not in index
+    data = out / "data"
+    files = {f["path"] for f in bundle.verify(data)["files"]}
+    wanted = {"run.json", "facts.json", "settings.yaml", "curl/results.json", "curl/results.csv", "iptables/nat.rules"}
+    wanted |= {f"logs/{n}.{kind}.log" for n in ("sidecar", "igw", "igw_http") for kind in ("debug", "access")}
+    wanted |= {f"stats/{n}.{when}.txt" for n in ("sidecar", "igw", "igw_http") for when in ("before", "after")}
+    wanted |= {f"configs/{n}.yaml" for n in ("sidecar", "igw", "igw_http")}
+    assert wanted <= files, sorted(wanted - files)
+    keys = [p for p in data.rglob("*") if p.is_file() and bundle.private_keys(p.read_text(errors="replace"))]
+    assert keys == [], f"private keys in the bundle: {keys}"
+    assert "-A ENVOY_EGRESS" in (data / "iptables" / "nat.rules").read_text()
+    facts = json.loads((data / "facts.json").read_text())
+    assert {"os", "kernel", "curl", "openssl", "envoy", "envoy build", "iptables backend"} <= set(facts), facts
+    for name in report.NOTEBOOKS:
+        html = (out / f"{name}.html").read_text()
+        assert "<script src=" not in html and "unpkg.com" not in html, f"{name}.html loads scripts from a CDN"
+
+
+@pytest.mark.lab
+@pytest.mark.destructive
+@pytest.mark.timeout(600)
+def test_a_replay_after_the_lab_is_gone_shows_the_same_outcomes(tmp_path_factory, tmp_path, capfd):
+    """The lab run's bundle, with the lab taken down: `tproxy-nb run --target replay:DIR` needs no host."""
+    from tproxy_nb import lab
+
+    recorded = tmp_path_factory.getbasetemp() / LAB_RUN
+    if not (recorded / "data" / "manifest.json").is_file():
+        pytest.skip("needs the bundle of test_run_all_against_the_lab from the same session")
+    lab.down()
+    assert not lab.status().healthy
+    out = tmp_path / "replay"
+    assert cli.main(["run", "--target", f"replay:{recorded / 'data'}", "--out", str(out)]) == 0
+    assert "ssh" not in capfd.readouterr().err.lower()
+
+    def outcomes(path):
+        nb = nbformat.read(path, as_version=4)
+        table = [c for c in nb.cells if "outcome-table" in tags(c)]
+        return [_html_column(table[0], column) for column in ("case", "outcome", "http_code", "exit_code")]
+
+    assert outcomes(out / "06_explore.ipynb") == outcomes(recorded / "06_explore.ipynb")
+    assert outcomes(out / "06_explore.ipynb")[1] == _html_column(
+        next(c for c in nbformat.read(recorded / "04_testing.ipynb", as_version=4).cells if "outcome-table" in tags(c)),
+        "outcome",
+    )
+    assert not (out / "01_setup.html").exists()
+    index = (out / "index.html").read_text()
+    assert "20/20 requests ended as expected" in index and "not run: a replay has no host" in index
 
 
 # --------------------------------------------------------------------------- report.run_all without a host

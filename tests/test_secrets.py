@@ -5,6 +5,8 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tproxy_nb.render import certs
 from tproxy_nb.settings import Settings
 
@@ -40,3 +42,21 @@ def test_ca_keys_are_never_in_the_upload_set():
     assert {"client-ca.pem", "server-ca.pem", "sidecar.key"} <= uploaded
     assert not uploaded & {"client-ca.key", "server-ca.key"}
     assert all(mode == 0o400 for name, mode in certs.UPLOAD if name.endswith(".key"))
+
+
+def test_a_private_key_never_enters_a_data_bundle(tmp_path):
+    """The report's data bundle is scanned like the tree: a key is refused on writing and on sealing."""
+    from test_bundle import make_bundle
+
+    from tproxy_nb.present import bundle
+
+    data = make_bundle(tmp_path / "data")
+    # Built from parts, so this file holds no key block itself.
+    key = "-----BEGIN OPENSSH " + "PRIVATE KEY-----\n" + "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ" * 2 + "\n"
+    with pytest.raises(bundle.BundleError, match="private key"):
+        bundle.write_file(data, "logs/leak.log", key)
+    assert not (data / "logs" / "leak.log").exists()
+    (data / "configs" / "sneaked.yaml").write_text(key)
+    with pytest.raises(bundle.BundleError, match="sneaked.yaml"):
+        bundle.seal(data)
+    assert not (data / "configs" / "sneaked.yaml").exists()

@@ -34,7 +34,7 @@ def _positive(kind):
 
 def _common(p: argparse.ArgumentParser, target: bool = True, settings: bool = True, plan: bool = False) -> None:
     if target:
-        p.add_argument("--target", default="lab", help="'lab' (default) or user@host[:port]")
+        p.add_argument("--target", default="lab", help="'lab' (default), user@host[:port], or replay:DIR (run, trace)")
         p.add_argument("--key", default=None, help="private key file for a non-lab target")
         p.add_argument("--known-hosts", default=None, help="known_hosts file (default ~/.ssh/known_hosts)")
     if settings:
@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("trace", help="make one request as the service user and follow it through the Envoys' logs")
     p.add_argument("case", nargs="?", default="https denied", help="one of the four cases (default: 'https denied')")
     _common(p)
+
+    p = sub.add_parser("logs", help="parse Envoy debug logs and write them to a Parquet file")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="Envoy debug log files")
+    p.add_argument("--to", nargs=2, metavar=("FORMAT", "OUT"), required=True, help="parquet OUT")
 
     p = sub.add_parser("run", help="lab up + every notebook headless + report in build/report/")
     _common(p)
@@ -216,17 +220,29 @@ def cmd_check(args) -> int:
 def cmd_trace(args) -> int:
     from .analysis import curl, trace
     from .errors import StepError
+    from .present import bundle
     from .steps import check, envoy_proc
+    from .targets import replay_dir
 
-    settings = _settings(args)
+    replay = replay_dir(args.target)
+    recorded = bundle.load(replay) if replay is not None else None
+    settings = recorded.settings if recorded and not args.settings else _settings(args)
     known = {c.name: c for c in curl.cases(settings)}
     if args.case not in known:
         raise StepError(f"Unknown case {args.case!r}; choose one of: {', '.join(repr(n) for n in known)}.")
-    host = _host(args)
-    with host:
-        check.require_curl(host)
-        result = check.run_case(host, known[args.case], settings.service.user)
-        events = trace.trace(result, envoy_proc.fetch_logs(host, settings))  # fetch waits for Envoy's log flush
+    if recorded is not None:
+        # The recorded run's last request of the case, through the recorded logs: no host.
+        rows = recorded.results[recorded.results["case"] == args.case]
+        if rows.empty:
+            raise StepError(f"The bundle {replay} recorded no request of the case {args.case!r}.")
+        result = rows.iloc[-1]
+        events = trace.trace(result, recorded.parsed())
+    else:
+        host = _host(args)
+        with host:
+            check.require_curl(host)
+            result = check.run_case(host, known[args.case], settings.service.user)
+            events = trace.trace(result, envoy_proc.fetch_logs(host, settings))  # fetch waits for Envoy's log flush
     print(
         f"{args.case}: {known[args.case].url} -> {result['outcome']} "
         f"(http {result['http_code']}, curl exit {result['exit_code']})"
@@ -241,6 +257,17 @@ def cmd_trace(args) -> int:
         print(f"  +{(row.time - start).total_seconds() * 1000:6.1f} ms  {row.process:<9} {row.event}")
     links = sorted(set(events.loc[events["process"] != "curl", "link"]))
     print("joined by: " + "; ".join(links))
+    return EXIT_OK
+
+
+def cmd_logs(args) -> int:
+    from .present.parquet import ExportError, logs_to_parquet
+
+    kind, out = args.to
+    if kind != "parquet":
+        raise ExportError(f"--to {kind}: the one format written is parquet (--to parquet OUT).")
+    rows = logs_to_parquet(args.paths, out)
+    print(f"{rows} rows from {len(args.paths)} log(s) written to {out}")
     return EXIT_OK
 
 
@@ -263,6 +290,7 @@ COMMANDS: dict[str, Callable] = {
     "envoy": cmd_envoy,
     "check": cmd_check,
     "trace": cmd_trace,
+    "logs": cmd_logs,
     "run": cmd_run,
 }
 

@@ -24,7 +24,7 @@ from .errors import StepError
 from .remote.host import Host
 from .settings import Settings, load_settings
 from .steps import envoy_proc, firewall
-from .targets import connect, is_lab
+from .targets import connect, is_lab, replay_dir
 
 
 @dataclass
@@ -32,16 +32,32 @@ class Tutorial:
     """The parameters turned into what the notebooks use.
 
     guard_seconds: the firewall's rollback guard (None on the lab, whose sshd no rule can lock out).
+    host: None for a ``replay:DIR`` target (a recorded run has no host).
     """
 
     target: str
-    host: Host
+    host: Host | None
     settings: Settings
     guard_seconds: float | None
 
     def environment(self) -> pd.DataFrame:
-        """One row per fact, read now: library version, host, login user, kernel, Debian, iptables, Envoy."""
+        """One row per fact, read now: library version, host, login user, kernel, Debian, iptables, Envoy.
+
+        For a replay: the facts recorded with the run.
+        """
+        if self.host is None:
+            facts = self.recording().facts
+            return pd.DataFrame({"fact": list(facts), "value": [str(v) for v in facts.values()]})
         return environment(self.host, self.settings)
+
+    def recording(self):
+        """The recorded run to analyse: the ``replay:DIR`` bundle, else the last run's (``bundle.default_dir()``).
+
+        Example: ``tutorial.open("replay:build/report/data").recording().results.head()``.
+        """
+        from .present import bundle
+
+        return bundle.load(replay_dir(self.target) or bundle.default_dir())
 
 
 def open(
@@ -52,13 +68,21 @@ def open(
 ) -> Tutorial:
     """Open the tutorial on ``target``: settings, host and rollback guard.
 
-    target: ``"lab"`` (brought up when needed) or ``"user@host[:port]"``.
+    target: ``"lab"`` (brought up when needed), ``"user@host[:port]"`` or ``"replay:DIR"`` (a recorded
+      run's data bundle: no host; its recorded settings unless ``settings_file`` names others).
     key_file: private key for a non-lab target.
     known_hosts: file with the pinned host key (default ``~/.ssh/known_hosts``; the lab pins its own).
     settings_file: settings YAML (None: the built-in defaults).
 
     Example: ``open("admin@203.0.113.10", "~/.ssh/ec2.pem", None, None).guard_seconds`` -> ``20``.
     """
+    replay = replay_dir(target)
+    if replay is not None:
+        from .present import bundle
+
+        recorded = bundle.load(replay)
+        settings = load_settings(settings_file) if settings_file else recorded.settings
+        return Tutorial(str(target), None, settings, None)
     settings = load_settings(settings_file)
     host = connect(target, key_file, known_hosts=known_hosts)
     guard = None if is_lab(target) else firewall.DEFAULT_GUARD_SECONDS

@@ -138,6 +138,27 @@ def phases(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([df[keep].reset_index(drop=True), out.reset_index(drop=True)], axis=1)
 
 
+def outcome_table(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per case: url, expected, every outcome seen (``a/b`` when runs differ), first code, exit and error.
+
+    results: :func:`tproxy_nb.steps.check.run_cases` output (or a recorded run's results).
+
+    Example: ``outcome_table(df)["outcome"].tolist()`` -> ``["allowed", "denied", "allowed", "reset"]``.
+    """
+    return (
+        results.groupby("case", sort=False)
+        .agg(
+            url=("url", "first"),
+            expected=("expected", "first"),
+            outcome=("outcome", lambda s: "/".join(sorted(set(s)))),
+            http_code=("http_code", "first"),
+            exit_code=("exit_code", "first"),
+            error=("error", "first"),
+        )
+        .reset_index()
+    )
+
+
 def to_records(df: pd.DataFrame) -> list[dict]:
     """The JSON shape of ``tproxy-nb check --json``: case, url, outcome, http_code, exit_code, error, timings (s)."""
     out = []

@@ -119,12 +119,38 @@ def timeline(trace: pd.DataFrame, title: str = "One request across the processes
     Rows keep the trace's causal order; the left margin gives each event's time in milliseconds from the
     first one (the hops of one request often share a millisecond, so time alone could not order them).
     """
+    fig = Figure(figsize=(12, 0.36 * len(trace) + 1.4))
+    _draw_timeline(fig.subplots(), trace, title)
+    fig.tight_layout()
+    return fig
+
+
+def small_multiples(traces: dict[str, pd.DataFrame], title: str = "Every case, traced") -> Figure:
+    """One :func:`timeline` panel per traced request, stacked (a static stand-in for the live explorer).
+
+    traces: ``{label: trace}``; an empty trace gets a panel that says why (``attrs["problem"]``).
+
+    Example: ``small_multiples({c: trace.trace(row, logs) for c, row in last_per_case.iterrows()})``.
+    """
+    heights = [max(len(t), 2) * 0.36 + 1.2 for t in traces.values()]
+    fig = Figure(figsize=(12, sum(heights) + 0.6))
+    axes = fig.subplots(len(traces), 1, gridspec_kw={"height_ratios": heights}, squeeze=False)[:, 0]
+    for ax, (label, t) in zip(axes, traces.items()):
+        if t.empty:
+            ax.axis("off")
+            ax.set_title(f"{label}: not traced ({t.attrs.get('problem', 'no events')})", loc="left")
+            continue
+        _draw_timeline(ax, t, label)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _draw_timeline(ax, trace: pd.DataFrame, title: str) -> None:
     lanes = [lane for lane in LANES if lane in set(trace["process"])] + sorted(set(trace["process"]) - set(LANES))
     x = {lane: i for i, lane in enumerate(lanes)}
     ms = (trace["time"] - trace["time"].min()).dt.total_seconds() * 1000
     n = len(trace)
-    fig = Figure(figsize=(12, 0.36 * n + 1.4))
-    ax = fig.subplots()
     for i in range(len(lanes)):
         ax.axvline(i, color="#d0d0d0", lw=1, zorder=0)
     previous = None
@@ -146,5 +172,3 @@ def timeline(trace: pd.DataFrame, title: str = "One request across the processes
     for side in ("left", "right", "bottom", "top"):
         ax.spines[side].set_visible(False)
     ax.set_title(title, pad=24)
-    fig.tight_layout()
-    return fig

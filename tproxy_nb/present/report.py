@@ -1,11 +1,16 @@
-"""Run the four notebooks headless, in order, and write a report (``tproxy-nb run``).
+"""Run the notebooks headless, in order, and write a report (``tproxy-nb run``).
 
 For each notebook the cell tagged ``parameters`` is replaced by the run's
 target, key file, known_hosts file and settings file (as papermill does), the
 notebook is executed with nbclient in its own kernel (over IPC, not TCP: the
 kernel has nothing to warn about), and the executed notebook plus an
-HTML export are written to the output directory. ``index.html`` links them and
-records when the run happened, against what target and with which versions.
+HTML export (readable offline: no script from a CDN) are written to the output
+directory. Notebook 4 records the run's data bundle in ``data/`` (:mod:`.bundle`);
+``index.html`` is the write-up made from it (:mod:`.writeup`), then links the
+notebooks and records when the run happened, against what target and with which versions.
+
+A ``replay:DIR`` target runs only the analysis notebooks, on the bundle DIR, with no host:
+the provisioning notebooks are skipped with a note.
 
 A failing cell stops the run: later notebooks build on the earlier ones. The
 report is still written, naming the notebook and the cell that failed.
@@ -22,6 +27,8 @@ import json
 import os
 import platform
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,7 +45,11 @@ from ..errors import TproxyError
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
 #: The notebooks in the order they must run.
-NOTEBOOKS = ("01_setup", "02_iptables", "03_envoy", "04_testing")
+NOTEBOOKS = ("01_setup", "02_iptables", "03_envoy", "04_testing", "06_explore")
+#: The notebooks that analyse a recorded run and need no host: all that a replay runs.
+ANALYSIS = ("06_explore",)
+#: The offline HTML template (package data): JupyterLab's export without CDN scripts.
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 PARAMETERS_TAG = "parameters"
 #: The cell of 04_testing whose table the index repeats: what each of the four requests did.
 OUTCOME_TAG = "outcome-table"
@@ -50,7 +61,10 @@ SECRET_MARKERS = ("PRIVATE KEY",)
 
 @dataclass
 class NotebookRun:
-    """What happened to one notebook: ``ok``, ``failed`` or ``skipped`` (an earlier one failed)."""
+    """What happened to one notebook: ``ok``, ``failed`` or ``skipped`` (an earlier one failed, or a replay).
+
+    note: why it was skipped, when that is not an earlier failure.
+    """
 
     name: str
     status: str = "skipped"
@@ -60,6 +74,7 @@ class NotebookRun:
     failed_source: str = ""
     error: str = ""
     outputs: list[str] = field(default_factory=list)
+    note: str = ""
 
     @property
     def failure(self) -> str:
@@ -211,8 +226,12 @@ def _envoy_version(binary: Path | None) -> str | None:
 # --------------------------------------------------------------------------- running
 
 
-def execute_notebook(path: Path, params: str, out_dir: Path, progress: bool = True) -> NotebookRun:
+def execute_notebook(
+    path: Path, params: str, out_dir: Path, progress: bool = True, env: dict[str, str] | None = None
+) -> NotebookRun:
     """Execute one notebook with ``params`` injected; write ``<name>.ipynb`` and ``<name>.html`` to ``out_dir``.
+
+    env: extra environment variables for the kernel (where the data bundle goes).
 
     Never raises for a failing cell: the result says which cell failed and what is written is what ran.
     """
@@ -257,7 +276,7 @@ def execute_notebook(path: Path, params: str, out_dir: Path, progress: bool = Tr
     start = time.monotonic()
     try:
         # Progress bars help a reader at a live kernel; in a static report they are frozen at 0 %.
-        client.execute(env={**os.environ, "TQDM_DISABLE": "1"})
+        client.execute(env={**os.environ, **(env or {}), "TQDM_DISABLE": "1"})
         run.status = "ok"
     except CellExecutionError as e:
         run.status = "failed"
@@ -298,23 +317,22 @@ def execute_notebook(path: Path, params: str, out_dir: Path, progress: bool = Tr
 
 def write_outputs(nb: nbformat.NotebookNode, out_dir: Path, stem: str) -> list[str]:
     """Write the executed notebook and its HTML export; return the file names written."""
-    from nbconvert import HTMLExporter
 
     out_dir.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out_dir / f"{stem}.ipynb")
-    body, _resources = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    body, _resources = offline_exporter().from_notebook_node(nb)
     (out_dir / f"{stem}.html").write_text(body, encoding="utf-8")
     return [f"{stem}.ipynb", f"{stem}.html"]
 
 
-def outcome_table_html(nb: nbformat.NotebookNode) -> str | None:
-    """The HTML of the executed cell tagged ``outcome-table`` (the four outcomes), if there is one."""
-    for cell in nb.cells:
-        if OUTCOME_TAG in cell.get("metadata", {}).get("tags", []):
-            for out in cell.get("outputs", []):
-                if "text/html" in out.get("data", {}):
-                    return out["data"]["text/html"]
-    return None
+def offline_exporter():
+    """nbconvert's JupyterLab HTML exporter with our ``offline`` template: no CDN script, widgets labelled.
+
+    Example: ``offline_exporter().from_notebook_node(nb)[0]`` -> the HTML text.
+    """
+    from nbconvert import HTMLExporter
+
+    return HTMLExporter(template_name="offline", extra_template_basedirs=[str(TEMPLATES)])
 
 
 def render_index(
@@ -324,33 +342,39 @@ def render_index(
     started: datetime,
     seconds: float,
     versions: dict[str, str],
-    outcomes: str | None = None,
+    writeup: str | None = None,
 ) -> str:
-    """The report's ``index.html``: one row per notebook, with links, plus when, where and with what.
+    """The report's ``index.html``: the write-up, then one row per notebook with links, when, where and with what.
 
-    outcomes: the executed outcome table (HTML made by pandas in our own notebook), shown first.
+    writeup: the write-up's sections (:func:`.writeup.sections`), shown first; None when no data was recorded.
     """
     esc = html.escape
-    ok = all(r.status == "ok" for r in runs)
     rows = []
     for r in runs:
         links = " · ".join(f'<a href="{esc(f)}">{esc(f.rsplit(".", 1)[1])}</a>' for f in r.outputs) or "—"
-        detail = esc(r.failure) if r.status == "failed" else ""
+        detail = esc(r.failure) if r.status == "failed" else esc(r.note)
         colour = {"ok": "#1a7f37", "failed": "#cf222e"}.get(r.status, "#6e7781")
         rows.append(
             f"<tr><td>{esc(r.name)}</td><td style='color:{colour};font-weight:bold'>{esc(r.status)}</td>"
             f"<td>{r.seconds:.1f} s</td><td>{links}</td><td>{detail}</td></tr>"
         )
     version_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in versions.items())
-    verdict = "every notebook ran without error" if ok else next(r.failure for r in runs if r.status == "failed")
+    ok = all(r.status == "ok" or (r.status == "skipped" and r.note) for r in runs)
+    verdict = (
+        "every notebook ran without error"
+        if ok
+        else next((r.failure for r in runs if r.status == "failed"), "a notebook did not run")
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>tproxy-notebooks report</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #d0d7de;padding:.3em .7em;text-align:left;vertical-align:top}}</style></head>
+td,th{{border:1px solid #d0d7de;padding:.3em .7em;text-align:left;vertical-align:top}}
+pre{{background:#f6f8fa;padding:.6em;overflow:auto}}ul.headline li{{font-size:1.1em;margin:.3em 0}}</style></head>
 <body>
 <h1>tproxy-notebooks report</h1>
 <p><b>{"OK" if ok else "FAILED"}</b>: {esc(verdict)}</p>
-{"<h2>The four requests</h2>" + outcomes if outcomes else ""}
+{writeup or "<p>No data was recorded in this run (notebook 4 records it), so there is no write-up.</p>"}
+<h2>The notebooks</h2>
 <table>
 <tr><th>run at (UTC)</th><td>{esc(started.strftime("%Y-%m-%d %H:%M:%S"))}</td></tr>
 <tr><th>duration</th><td>{seconds:.0f} s</td></tr>
@@ -389,10 +413,14 @@ def run_all(
     Example: ``run_all(out_dir="build/report")`` -> ``0``.
     """
     from ..settings import load_settings
-    from ..targets import is_lab
+    from ..targets import is_lab, replay_dir
+    from . import bundle
 
     # Bad settings fail here, before anything runs, with the file and key named.
     load_settings(settings_file)
+    replay = replay_dir(target)
+    if replay is not None:
+        bundle.verify(replay)  # a missing or altered bundle fails before any kernel starts
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -403,27 +431,48 @@ def run_all(
         raise ReportError(
             f"{NOTEBOOK_DIR} lacks {', '.join(missing)}; run jupytext --sync notebooks/*.md in a checkout."
         )
+    data = (out / "data").resolve()
+    if replay is not None:
+        if replay.resolve() != data:
+            shutil.rmtree(data, ignore_errors=True)
+            shutil.copytree(replay, data)
+    else:
+        # A bundle left by an earlier run must not pass for this run's, should notebook 4 fail before recording.
+        shutil.rmtree(data, ignore_errors=True)
     if is_lab(target):
         from .. import lab
 
         lab.up(progress=progress)
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
-    params = parameters_source(target, key_file, settings_file, known_hosts)
+    params = parameters_source(f"replay:{data}" if replay is not None else target, key_file, settings_file, known_hosts)
     runs: list[NotebookRun] = []
     failed = False
     for name in NOTEBOOKS:
+        if replay is not None and name not in ANALYSIS:
+            runs.append(NotebookRun(name, note="not run: a replay has no host to provision or test"))
+            continue
         if failed:
             runs.append(NotebookRun(name))
             continue
-        run = execute_notebook(NOTEBOOK_DIR / f"{name}.ipynb", params, out, progress=progress)
+        run = execute_notebook(
+            NOTEBOOK_DIR / f"{name}.ipynb", params, out, progress=progress, env={bundle.DATA_ENV: str(data)}
+        )
         runs.append(run)
         failed = run.status != "ok"
-    testing = out / f"{NOTEBOOKS[-1]}.ipynb"
-    outcomes = outcome_table_html(nbformat.read(testing, as_version=4)) if runs[-1].status == "ok" else None
+    if replay is None and (data / bundle.MANIFEST).is_file():
+        command = reproduce_command(target, settings_file, key_file, known_hosts, out_dir)
+        run_info = {"target": target, "started": started.isoformat(timespec="seconds"), "command": command}
+        bundle.write_file(data, "run.json", json.dumps({**run_info, "commit": bundle.git_commit()}, indent=1))
+        bundle.seal(data)
     (out / "index.html").write_text(
         render_index(
-            runs, target=target, started=started, seconds=time.monotonic() - t0, versions=versions(), outcomes=outcomes
+            runs,
+            target=target,
+            started=started,
+            seconds=time.monotonic() - t0,
+            versions=versions(),
+            writeup=write_up(data, out) if (data / bundle.MANIFEST).is_file() else None,
         ),
         encoding="utf-8",
     )
@@ -431,5 +480,38 @@ def run_all(
         print(f"tproxy-nb run: FAILED in {next(r.failure for r in runs if r.status == 'failed')}", file=sys.stderr)
         print(f"tproxy-nb run: what ran is in {out / 'index.html'}", file=sys.stderr)
         return 1
-    print(f"tproxy-nb run: all {len(runs)} notebooks ran; report in {out / 'index.html'}", file=sys.stderr)
+    ran = sum(r.status == "ok" for r in runs)
+    print(f"tproxy-nb run: {ran} notebooks ran; report in {out / 'index.html'}", file=sys.stderr)
     return 0
+
+
+def reproduce_command(
+    target: str,
+    settings_file: str | None,
+    key_file: str | None,
+    known_hosts: str | None,
+    out_dir: str | Path,
+) -> str:
+    """The command line that repeats this run (as root, in a checkout).
+
+    Example: ``reproduce_command("lab", None, None, None, "build/report")`` -> ``"tproxy-nb run --target lab
+    --out build/report"``.
+    """
+    words = ["tproxy-nb", "run", "--target", target]
+    for flag, value in (("--key", key_file), ("--known-hosts", known_hosts), ("--settings", settings_file)):
+        if value:
+            words += [flag, str(value)]
+    return shlex.join(words + ["--out", str(out_dir)])
+
+
+def write_up(data: Path, out: Path) -> str:
+    """Load the bundle in ``data``, write its figures to ``out/figures/`` and return the write-up's HTML."""
+    from . import bundle, writeup
+
+    rec = bundle.load(data)
+    (out / "figures").mkdir(exist_ok=True)
+    files = {}
+    for name, fig in writeup.figures(rec).items():
+        (out / "figures" / f"{name}.png").write_bytes(writeup.png(fig))
+        files[name] = f"figures/{name}.png"
+    return writeup.sections(rec, files)
