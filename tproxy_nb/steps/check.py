@@ -28,9 +28,19 @@ def require_curl(host: Host) -> None:
         )
 
 
-def run_case(host: Host, case: Case, user: str, max_time: float = 10) -> dict:
-    """Run one case as ``user`` on the host; return one flat record."""
-    r = host.run(curl_command(case.url, max_time), user=user, check=False, timeout=max_time + 15)
+#: curl's switch that pins the address family (None: curl's own choice, IPv6 first on a dual-stack host).
+FAMILY_FLAGS = {"ipv4": "-4", "ipv6": "-6"}
+
+
+def run_case(host: Host, case: Case, user: str, max_time: float = 10, family: str | None = None) -> dict:
+    """Run one case as ``user`` on the host; return one flat record.
+
+    family: ``"ipv4"`` or ``"ipv6"`` makes curl use only that family (``curl -4``/``-6``); None lets curl choose.
+    """
+    cmd = curl_command(case.url, max_time)
+    if family is not None:
+        cmd.insert(1, FAMILY_FLAGS[family])
+    r = host.run(cmd, user=user, check=False, timeout=max_time + 15)
     rec = parse_output(r.stdout, r.stderr, r.exit_code)
     code = rec.get("http_code") or None
     rec.update(
@@ -42,17 +52,29 @@ def run_case(host: Host, case: Case, user: str, max_time: float = 10) -> dict:
         outcome=classify(code, r.exit_code, rec["error"]),
     )
     rec["as_expected"] = rec["outcome"] == case.expected
+    rec["family"] = family
     return rec
 
 
 def run_cases(
-    host: Host, s: Settings, repeat: int = 1, as_user: str | None = None, progress: bool = True, max_time: float = 10
+    host: Host,
+    s: Settings,
+    repeat: int = 1,
+    as_user: str | None = None,
+    progress: bool = True,
+    max_time: float = 10,
+    family: str | None = None,
 ) -> pd.DataFrame:
     """Run the four cases ``repeat`` times each; one row per request.
 
     as_user: ``None`` or ``"service"`` for the service user (through the proxy), ``"envoy"`` for the
     envoy user (its traffic bypasses the chain, so every case is expected to be ``allowed``).
+    family: ``"ipv4"``/``"ipv6"`` pins curl to that address family (column ``family``); None: curl's choice.
+
+    Example: ``run_cases(host, s, family="ipv6").outcome`` -- the same four outcomes over IPv6.
     """
+    if family is not None and family not in FAMILY_FLAGS:
+        raise ValueError(f"family must be one of {', '.join(FAMILY_FLAGS)} or None, not {family!r}")
     if repeat < 1:
         raise ValueError("repeat must be at least 1")
     require_curl(host)
@@ -63,7 +85,7 @@ def run_cases(
     rows = []
     with progress_bar(total=len(todo), desc=f"curl as {user}", unit="req", disable=not progress) as bar:
         for i, case in todo:
-            rec = run_case(host, case, user, max_time)
+            rec = run_case(host, case, user, max_time, family)
             rec["run"] = i
             rows.append(rec)
             bar.update(1)
