@@ -1,9 +1,10 @@
 """One fake host for the pure tests: an in-memory Debian host that answers the fact commands and
 carries out the commands the plans' actions send.
 
-It models accounts (``getent``), files (content, mode, owner, group), the nat table (as
-``iptables-save`` prints it, changed through the same restore simulator the firewall tests use)
-and Envoy processes. A command it does not know fails the test (``AssertionError``): the
+It models accounts (``getent``), files (content, mode, owner, group), the nat tables of both
+address families (as ``iptables-save``/``ip6tables-save`` print them, changed through the same restore
+simulator the firewall tests use), which iptables tools are installed, its IPv6 addresses, and Envoy
+processes. A command it does not know fails the test (``AssertionError``): the
 vocabulary of what plans send stays small and explicit. Scripted answers (``answers=``) override
 the model, for failures a real host gives (iptables missing, a refused restore).
 
@@ -27,7 +28,9 @@ from pathlib import Path
 
 from tproxy_nb.remote.host import Result, to_shell
 from tproxy_nb.render import iptables_save as ips
-from tproxy_nb.steps import facts
+from tproxy_nb.steps import facts, firewall
+
+ALL_TOOLS = ("iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore")
 
 
 @dataclass
@@ -95,6 +98,10 @@ class FakeHost:
         }
         self.files: dict[str, FakeFile] = {p: FakeFile("dir", 0o755) for p in ("/", "/opt", "/run", "/dev/shm", "/tmp")}
         self.nat = ips.parse_save(EMPTY_NAT)
+        self.nat6 = ips.parse_save(EMPTY_NAT)
+        self.tools: set[str] = set(ALL_TOOLS)
+        self.ipv6_kernel = True
+        self.ipv6_addresses: list[str] = []  # global ones, e.g. "20010db8000100000000000000000001"
         self.procs: dict[int, FakeProcess] = {}
         self.next_pid = 4000
         self.calls: list[tuple[str, bool, str | None, str | None]] = []  # (command, sudo, user, stdin)
@@ -215,6 +222,12 @@ class FakeHost:
                 ready = "LIVE" if found or cmd else ""
                 lines.append(f"{rec}\t{cmd}\t{' '.join(map(str, found))} \t{ready}")
             return 0, "\n".join(lines) + "\n", ""
+        if script == firewall.FAMILIES_SCRIPT:
+            lines = [f"tool {t}" for t in ALL_TOOLS if t in self.tools]
+            if self.ipv6_kernel:
+                lines += ["kernel-ipv6", "addr 00000000000000000000000000000001 01 80 10 80       lo"]
+                lines += [f"addr {a} 02 40 00 80     eth0" for a in self.ipv6_addresses]
+            return 0, "\n".join(lines) + "\n", ""
         raise AssertionError(f"the fake host does not know this script: {script[:80]}")
 
     def _shell(self, text: str) -> tuple[int, str, str]:
@@ -322,17 +335,31 @@ class FakeHost:
         f = self.files.get(args[-1])
         return (0, f.data.decode(), "") if f else (1, "", "tail: cannot open")
 
+    def _missing(self, name: str) -> tuple[int, str, str] | None:
+        return None if name in self.tools else (127, "", f"sh: 1: {name}: not found\n")
+
     def _cmd_iptables(self, args, stdin):
-        return 0, "iptables v1.8.9 (nf_tables)\n", ""
+        return self._missing("iptables") or (0, "iptables v1.8.9 (nf_tables)\n", "")
 
     def _cmd_iptables_save(self, args, stdin):
-        return 0, save_text(self.nat), ""
+        return self._missing("iptables-save") or (0, save_text(self.nat), "")
 
-    def _cmd_iptables_restore(self, args, stdin):
+    def _cmd_ip6tables_save(self, args, stdin):
+        return self._missing("ip6tables-save") or (0, save_text(self.nat6), "")
+
+    def _restore(self, attr: str, name: str, args, stdin):
         from tproxy_nb.errors import StepError
 
+        if name not in self.tools:
+            return 127, "", f"sh: 1: {name}: not found\n"
         try:
-            self.nat = ips.simulate_restore(self.nat, stdin or "", noflush="--noflush" in args)
+            setattr(self, attr, ips.simulate_restore(getattr(self, attr), stdin or "", noflush="--noflush" in args))
         except StepError as e:
-            return 1, "", f"iptables-restore: {e}\n"
+            return 1, "", f"{name}: {e}\n"
         return 0, "", ""
+
+    def _cmd_iptables_restore(self, args, stdin):
+        return self._restore("nat", "iptables-restore", args, stdin)
+
+    def _cmd_ip6tables_restore(self, args, stdin):
+        return self._restore("nat6", "ip6tables-restore", args, stdin)

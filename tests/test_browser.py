@@ -191,6 +191,19 @@ def test_notebook_renders_with_title_and_cells(browser, jupyter, name):
     browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
 
 
+def _run_cells(browser, first: int, last: int) -> None:
+    """Select cell ``first`` in command mode (its prompt area), then Shift+Enter down to cell ``last``.
+
+    Markdown cells in between are just rendered.
+    """
+    prompt = _cells(browser)[first].find_element(By.CSS_SELECTOR, ".jp-InputPrompt")
+    ActionChains(browser).move_to_element(prompt).click().perform()
+    keys = ActionChains(browser).key_down(Keys.SHIFT)
+    for _ in range(last - first + 1):
+        keys = keys.send_keys(Keys.ENTER)
+    keys.key_up(Keys.SHIFT).perform()
+
+
 @pytest.mark.timeout(300)
 def test_running_the_first_cells_of_04_shows_output(browser, jupyter):
     """Run the parameters cell (no output) and the setup cell, whose environment table names tproxy_nb's version."""
@@ -198,14 +211,7 @@ def test_running_the_first_cells_of_04_shows_output(browser, jupyter):
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     first, second = code[0], code[1]
     assert "parameters" in nb.cells[first].metadata["tags"]
-    # Select the first code cell in command mode (its prompt area), then Shift+Enter down to the
-    # second code cell (the markdown cells in between are just rendered).
-    prompt = _cells(browser)[first].find_element(By.CSS_SELECTOR, ".jp-InputPrompt")
-    ActionChains(browser).move_to_element(prompt).click().perform()
-    keys = ActionChains(browser).key_down(Keys.SHIFT)
-    for _ in range(second - first + 1):
-        keys = keys.send_keys(Keys.ENTER)
-    keys.key_up(Keys.SHIFT).perform()
+    _run_cells(browser, first, second)
     from tproxy_nb import __version__
 
     def shown(d):
@@ -227,12 +233,7 @@ def test_the_log_explorer_of_06_answers_a_control(browser, jupyter):
     nb = _open(browser, jupyter, "06_explore")
     explorer = next(i for i, c in enumerate(nb.cells) if "widgets.log_explorer(" in c.source)
     first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
-    prompt = _cells(browser)[first].find_element(By.CSS_SELECTOR, ".jp-InputPrompt")
-    ActionChains(browser).move_to_element(prompt).click().perform()
-    keys = ActionChains(browser).key_down(Keys.SHIFT)
-    for _ in range(explorer - first + 1):
-        keys = keys.send_keys(Keys.ENTER)
-    keys.key_up(Keys.SHIFT).perform()
+    _run_cells(browser, first, explorer)
 
     def count(d) -> str:
         found = _cells(d)[explorer].find_elements(By.XPATH, ".//*[contains(text(), 'records shown')]/..")

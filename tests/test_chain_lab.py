@@ -1,7 +1,11 @@
 """The whole egress chain on the lab: provision, iptables, three Envoys, and the four outcomes."""
 
+import dataclasses
+
 import pytest
 
+from tproxy_nb.analysis.curl import cases, curl_command, parse_output
+from tproxy_nb.steps import chain as egress
 from tproxy_nb.steps import check, envoy_proc, files, firewall, provision
 
 pytestmark = pytest.mark.lab
@@ -11,8 +15,10 @@ def _outcomes(df):
     return dict(zip(df["case"], df["outcome"]))
 
 
-def test_four_outcomes_as_the_service_user(host, chain):
-    df = check.run_cases(host, chain, progress=False)
+@pytest.mark.parametrize("family", [None, "ipv4", "ipv6"])
+def test_four_outcomes_as_the_service_user(host, chain, family):
+    # None: curl's own choice, which on the dual-stack lab host is IPv6 first, as for a name with an AAAA record.
+    df = check.run_cases(host, chain, progress=False, family=family)
     assert _outcomes(df) == {
         "http allowed": "allowed",
         "http denied": "denied",
@@ -27,12 +33,40 @@ def test_four_outcomes_as_the_service_user(host, chain):
     assert "Hello from www.google.com" in rows.loc["https allowed", "body"]
     assert rows.loc["https denied", "exit_code"] == 35
     assert "reset by peer" in rows.loc["https denied", "error"]
+    if family is not None:
+        # curl's own record of where it connected: the family asked for, and never straight to a site.
+        ips = set(df["remote_ip"])
+        assert all((":" in ip) == (family == "ipv6") for ip in ips), ips
 
 
-def test_the_envoy_user_bypasses_the_chain(host, chain):
-    df = check.run_cases(host, chain, as_user="envoy", progress=False)
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_the_envoy_user_bypasses_the_chain(host, chain, family):
+    df = check.run_cases(host, chain, as_user="envoy", progress=False, family=family)
     assert set(df["outcome"]) == {"allowed"}
     assert all("Hello from" in b for b in df["body"])
+
+
+def _root_curl(host, url: str, flag: str) -> dict:
+    cmd = curl_command(url, 10)
+    cmd.insert(1, flag)
+    r = host.run(cmd, sudo=True, check=False, timeout=30)
+    return parse_output(r.stdout, r.stderr, r.exit_code)
+
+
+def test_root_bypasses_the_chain_only_while_bypass_root_is_on(host, chain):
+    denied = next(c.url for c in cases(chain) if c.name == "https denied")
+    for flag in ("-4", "-6"):
+        rec = _root_curl(host, denied, flag)
+        assert rec["http_code"] == 200 and "Hello from www.lyft.com" in rec["body"], (flag, rec)
+    strict = chain.replace(bypass=dataclasses.replace(chain.bypass, root=False))
+    try:
+        firewall.apply(host, strict, guard_seconds=None)
+        for flag in ("-4", "-6"):
+            rec = _root_curl(host, denied, flag)
+            assert rec["exit_code"] == 35 and not rec.get("http_code"), (flag, rec)
+    finally:
+        firewall.apply(host, chain, guard_seconds=None)
+    assert firewall.plan_apply(host, chain).empty
 
 
 def test_the_gateway_log_holds_the_rbac_deny_and_the_403(host, chain):
@@ -43,15 +77,16 @@ def test_the_gateway_log_holds_the_rbac_deny_and_the_403(host, chain):
 
 
 def test_every_step_a_second_time_changes_nothing(host, chain):
-    before = host.run("iptables-save -t nat | grep -v '^#'", sudo=True).stdout
+    nat = "iptables-save -t nat | grep -v '^#'; ip6tables-save -t nat | grep -v '^#'"
+    before = host.run(nat, sudo=True).stdout
     for plan in provision.provision(host, chain, dry_run=True):
         assert plan.empty, str(plan)
     assert firewall.plan_apply(host, chain).empty
     firewall.apply(host, chain, guard_seconds=None)
     assert envoy_proc.start(host, chain) == []  # all three already run: nothing started
-    after = host.run("iptables-save -t nat | grep -v '^#'", sudo=True).stdout
+    after = host.run(nat, sudo=True).stdout
     assert after == before
-    assert after.count("-j ENVOY_EGRESS") == 1
+    assert after.count("-j ENVOY_EGRESS") == 2  # one hook per family
     st = envoy_proc.status(host, chain)
     assert st["ready"].all() and st["pid"].is_unique
 
@@ -71,3 +106,11 @@ def test_allowing_lyft_flips_both_lyft_cases(host, chain):
         envoy_proc.stop(host, chain)
         envoy_proc.start(host, chain)
     assert _outcomes(check.run_cases(host, chain, progress=False))["https denied"] == "reset"
+
+
+def test_down_leaves_no_rule_in_either_family(host, chain):
+    # Last in this module: the fixture's own down() afterwards then finds nothing to do.
+    egress.down(host, chain)
+    listing = host.run("iptables-save; ip6tables-save", sudo=True).stdout
+    assert "tproxy-nb" not in listing and "ENVOY_EGRESS" not in listing
+    assert firewall.show(host).empty and firewall.plan_remove(host).empty

@@ -82,6 +82,12 @@ def test_sidecar_listeners_ports_and_listener_filters(settings):
     http, tls = listener(cfg, "sidecar_http"), listener(cfg, "sidecar_tls")
     assert http["address"]["socket_address"]["port_value"] == settings.ports.http_redirect == 12003
     assert tls["address"]["socket_address"]["port_value"] == settings.ports.tls_redirect == 12000
+    # ip6tables REDIRECTs IPv6 connections to [::1]: both listeners take them there on the same port, loopback only.
+    for lst in (http, tls):
+        assert lst["address"]["socket_address"]["address"] == "127.0.0.1"
+        assert [a["address"]["socket_address"] for a in lst["additional_addresses"]] == [
+            {"address": "::1", "port_value": lst["address"]["socket_address"]["port_value"]}
+        ]
     assert [f["name"] for f in http["listener_filters"]] == ["envoy.filters.listener.original_dst"]
     # original_dst must run before tls_inspector: the port comes from the first, the SNI from the second.
     assert [f["name"] for f in tls["listener_filters"]] == [

@@ -48,24 +48,65 @@ def custom_settings() -> Settings:
     return load_settings(None, envoy={"uid": 3001, "gid": 3002}, ports={"http_redirect": 15080, "tls_redirect": 15443})
 
 
+def no_bypass() -> Settings:
+    """Only the envoy user and loopback bypass: the chain as releases before the bypass settings had it."""
+    return load_settings(None, bypass={"root": False, "link_local": False})
+
+
 def restore_text(plan) -> str:
     """The restore input of a plan ('' for an empty plan)."""
     assert len(plan.changes) <= 1
     return plan.changes[0].action.text if plan.changes else ""
 
 
+def hook_and_chain(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("-A ")]
+
+
 # --------------------------------------------------------------------------- render
 
 
-@pytest.mark.parametrize("name, make", [("default", Settings), ("custom", custom_settings)])
-def test_render_matches_golden(name, make):
-    golden(f"render-{name}.rules", fw.render_rules(make()))
+@pytest.mark.parametrize(
+    "name, make, family",
+    [
+        ("default", Settings, "ipv4"),
+        ("default-ipv6", Settings, "ipv6"),
+        ("no-bypass", no_bypass, "ipv4"),
+        ("no-bypass-ipv6", no_bypass, "ipv6"),
+        ("custom", custom_settings, "ipv4"),
+    ],
+)
+def test_render_matches_golden(name, make, family):
+    golden(f"render-{name}.rules", fw.render_rules(make(), family))
 
 
-def test_every_rule_carries_our_comment():
-    for line in fw.render_rules(Settings()).splitlines():
-        if line.startswith("-A "):
-            assert ' -m comment --comment "tproxy-nb: ' in line, line
+@pytest.mark.parametrize("family", fw.FAMILIES)
+def test_every_rule_carries_our_comment(family):
+    for line in hook_and_chain(fw.render_rules(Settings(), family)):
+        assert ' -m comment --comment "tproxy-nb: ' in line, line
+        assert len(ips.split_spec(line)[3] or "") < 256  # the kernel's limit for a comment
+
+
+def test_bypass_rules_say_why_and_follow_the_settings():
+    v4, v6 = fw.render_rules(Settings(), "ipv4"), fw.render_rules(Settings(), "ipv6")
+    root = '-m owner --uid-owner 0 -m comment --comment "tproxy-nb: root (uid 0) bypasses the proxy: apt, '
+    assert root in v4 and root in v6
+    assert '-d 169.254.0.0/16 -m comment --comment "tproxy-nb: link-local 169.254.0.0/16 bypasses' in v4
+    assert "instance metadata, VPC resolver, time sync" in v4
+    assert '-d fe80::/10 -m comment --comment "tproxy-nb: link-local fe80::/10 bypasses' in v6
+    assert "-d ::1/128 " in v6 and "127.0.0.0/8" not in v6 and "169.254" not in v6 and "fe80" not in v4
+    # Each bypass RETURNs before the REDIRECTs (iptables takes the first matching rule).
+    lines = hook_and_chain(v4)
+    first_redirect = next(i for i, line in enumerate(lines) if "REDIRECT" in line)
+    assert max(i for i, line in enumerate(lines) if "bypasses" in line) < first_redirect
+    off = fw.render_rules(no_bypass(), "ipv4")
+    assert "--uid-owner 0 " not in off and "169.254" not in off
+    only_root = fw.render_rules(load_settings(None, bypass={"link_local": False}), "ipv6")
+    assert "--uid-owner 0 " in only_root and "fe80::/10" not in only_root
+    # Only the loopback and link-local ranges differ between the families.
+    assert len(hook_and_chain(v4)) == len(hook_and_chain(v6)) == 10
+    with pytest.raises(ValueError, match="unknown address family"):
+        fw.render_rules(Settings(), "ipx")
 
 
 def test_render_follows_settings():
@@ -75,12 +116,12 @@ def test_render_follows_settings():
     assert "2101" not in text and "12003" not in text and "12000" not in text
 
 
-def test_render_is_what_iptables_lists():
-    # The captured sample was loaded from render_rules(Settings()): iptables printed every line back unchanged.
-    saved = (GOLDEN / "save-nft-applied.txt").read_text()
-    for line in fw.render_rules(Settings()).splitlines():
-        if line.startswith("-A "):
-            assert line in saved, line
+@pytest.mark.parametrize("family, name", [("ipv4", "save-nft-applied.txt"), ("ipv6", "save6-nft-applied.txt")])
+def test_render_is_what_iptables_lists(family, name):
+    # The captured samples were loaded from render_rules(Settings(), family): (ip6)iptables printed every line back.
+    saved = (GOLDEN / name).read_text()
+    for line in hook_and_chain(fw.render_rules(Settings(), family)):
+        assert line in saved, line
 
 
 def test_explain_rules_one_row_per_rule():
@@ -112,7 +153,7 @@ def test_parse_nft_sample():
     assert hook.ours and hook.comment == "tproxy-nb: outbound TCP from this host goes through ENVOY_EGRESS"
     docker = nat.chain_rules("OUTPUT")[0]
     assert not docker.ours and docker.match == "'!' -d 127.0.0.0/8 -m addrtype --dst-type LOCAL"
-    http = nat.chain_rules("ENVOY_EGRESS")[5]
+    http = nat.chain_rules("ENVOY_EGRESS")[7]
     assert (http.target, http.target_options, http.packets) == ("REDIRECT", "--to-ports 12003", 2)
     assert all(isinstance(r.packets, int) and isinstance(r.bytes, int) for r in nat.rules)
 
@@ -187,13 +228,19 @@ def test_parse_backend_rejects_garbage():
 # --------------------------------------------------------------------------- plan (pyinfra style: golden, run twice)
 
 APPLY_CASES = {
-    # case: (sample, settings factory)
-    "empty": ("save-nft-empty.txt", Settings),
-    "applied": ("save-nft-applied.txt", Settings),
-    "previous-version": ("save-nft-previous-version.txt", Settings),
-    "duplicate-hook": ("save-nft-duplicate-hook.txt", Settings),
-    "legacy-stale": ("save-legacy-stale.txt", Settings),
-    "custom-over-applied": ("save-nft-applied.txt", custom_settings),
+    # case: (sample, settings factory, family)
+    "empty": ("save-nft-empty.txt", Settings, "ipv4"),
+    "applied": ("save-nft-applied.txt", Settings, "ipv4"),
+    "previous-version": ("save-nft-previous-version.txt", Settings, "ipv4"),
+    "duplicate-hook": ("save-nft-duplicate-hook.txt", Settings, "ipv4"),
+    "legacy-stale": ("save-legacy-stale.txt", Settings, "ipv4"),
+    "custom-over-applied": ("save-nft-applied.txt", custom_settings, "ipv4"),
+    "bypass-over-no-bypass": ("save-nft-no-bypass.txt", Settings, "ipv4"),
+    "no-bypass": ("save-nft-no-bypass.txt", no_bypass, "ipv4"),
+    "no-bypass-over-applied": ("save-nft-applied.txt", no_bypass, "ipv4"),
+    "ipv6-empty": ("save6-nft-empty.txt", Settings, "ipv6"),
+    "ipv6-applied": ("save6-nft-applied.txt", Settings, "ipv6"),
+    "ipv6-no-bypass-over-applied": ("save6-nft-applied.txt", no_bypass, "ipv6"),
 }
 
 
@@ -209,15 +256,18 @@ def foreign(tables: dict[str, ips.Table]) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("case", sorted(APPLY_CASES))
 def test_plan_apply_golden_and_idempotent(case):
-    name, make = APPLY_CASES[case]
+    name, make, family = APPLY_CASES[case]
     settings, state = make(), sample(name)
-    plan = ipt.plan_from_state(state, settings)
+    plan = ipt.plan_from_state(state, settings, family=family)
     text = restore_text(plan)
     golden(f"plan-{case}.restore", text)
+    if text:
+        assert plan.changes[0].action.family == family
     after = ips.simulate_restore(state, text) if text else state
-    again = ipt.plan_from_state(after, settings)
+    again = ipt.plan_from_state(after, settings, family=family)
     assert again.empty, f"not idempotent:\n{again}"
-    assert again.notes[-1].startswith("ENVOY_EGRESS is in place")
+    assert again.notes[-1].startswith(f"ENVOY_EGRESS ({fw.LABELS[family]}) is in place")
+    assert [r.spec for r in after["nat"].chain_rules(fw.CHAIN)] == [w.spec for w in fw.wanted_rules(settings, family)]
     assert foreign(after) == foreign(state)
     hooks = [r for r in after["nat"].chain_rules("OUTPUT") if r.target == fw.CHAIN]
     assert len(hooks) == 1
@@ -225,7 +275,10 @@ def test_plan_apply_golden_and_idempotent(case):
 
 def test_plan_on_applied_says_in_place():
     plan = ipt.plan_from_state(sample("save-nft-applied.txt"), Settings())
-    assert plan.empty and plan.notes == ["ENVOY_EGRESS is in place: 7 rules, one hook in OUTPUT"]
+    assert plan.empty and plan.notes == ["ENVOY_EGRESS (IPv4) is in place: 9 rules, one hook in OUTPUT"]
+    assert ipt.plan_from_state(sample("save-nft-no-bypass.txt"), no_bypass()).notes == [
+        "ENVOY_EGRESS (IPv4) is in place: 7 rules, one hook in OUTPUT"
+    ]
     assert "nothing to change" in str(plan)
 
 
@@ -240,12 +293,13 @@ def test_plan_upgrades_a_previous_version_in_place():
     # The sample is a real chain of an earlier release (no SYN rule): the chain is rewritten, the hook kept.
     plan = ipt.plan_from_state(sample("save-nft-previous-version.txt"), Settings())
     text = restore_text(plan)
-    assert plan.changes[0].description.startswith("Rewrite ENVOY_EGRESS")
+    assert plan.changes[0].description.startswith("Rewrite ENVOY_EGRESS (IPv4)")
     assert "! --tcp-flags FIN,SYN,RST,ACK SYN" in text and "-A OUTPUT" not in text and "-D " not in text
 
 
 def test_plan_duplicate_hook_only_deletes():
-    plan = ipt.plan_from_state(sample("save-nft-duplicate-hook.txt"), Settings())
+    # The sample's chain is the one without bypass rules: with those settings only the extra hook goes.
+    plan = ipt.plan_from_state(sample("save-nft-duplicate-hook.txt"), no_bypass())
     text = restore_text(plan)
     assert text.count("-D OUTPUT") == 1 and ":ENVOY_EGRESS" not in text and "-A " not in text
     assert "kept with their counters" in " ".join(plan.notes)
@@ -258,6 +312,9 @@ def test_plan_shows_restore_text_for_dry_run():
     assert "| -A OUTPUT -p tcp" in shown
     assert plan.changes[0].commands == [] and plan.changes[0].action.guard_seconds == 20
     assert plan.to_dict()["changes"][0]["description"].startswith("Create ENVOY_EGRESS")
+    six = ipt.plan_from_state({}, Settings(), guard_seconds=20, family="ipv6")
+    assert "$ ip6tables-restore --noflush <<EOF" in str(six) and "| -A ENVOY_EGRESS -d fe80::/10" in str(six)
+    assert six.step == "ip6tables ENVOY_EGRESS" and six.to_dict()["changes"][0]["actions"][0]["family"] == "ipv6"
 
 
 def test_plan_deletes_our_comment_outside_the_chain():
@@ -278,24 +335,28 @@ def test_plan_passes_warnings_on():
 REMOVE_CASES = [
     "save-nft-empty.txt",
     "save-nft-applied.txt",
+    "save-nft-no-bypass.txt",
     "save-nft-previous-version.txt",
     "save-nft-duplicate-hook.txt",
     "save-legacy-stale.txt",
+    "save6-nft-empty.txt",
+    "save6-nft-applied.txt",
 ]
 
 
 @pytest.mark.parametrize("name", REMOVE_CASES)
 def test_plan_remove_golden_and_idempotent(name):
     state = sample(name)
-    plan = ipt.plan_remove_from_state(state)
+    family = "ipv6" if name.startswith("save6") else "ipv4"
+    plan = ipt.plan_remove_from_state(state, family)
     text = restore_text(plan)
-    golden("remove-" + name.removeprefix("save-").removesuffix(".txt") + ".restore", text)
+    golden("remove-" + name.replace("save6-", "ipv6-").removeprefix("save-").removesuffix(".txt") + ".restore", text)
     after = ips.simulate_restore(state, text) if text else state
     assert fw.CHAIN not in after["nat"].chains
     assert not any(r.ours or r.target == fw.CHAIN for r in after["nat"].rules)
     assert foreign(after) == foreign(state)
-    again = ipt.plan_remove_from_state(after)
-    assert again.empty and again.notes == ["ENVOY_EGRESS is not present; nothing to remove"]
+    again = ipt.plan_remove_from_state(after, family)
+    assert again.empty and again.notes == [f"ENVOY_EGRESS ({fw.LABELS[family]}) is not present; nothing to remove"]
 
 
 def test_remove_also_deletes_uncommented_jumps_to_our_chain():
@@ -434,9 +495,11 @@ def loaded(name: str) -> FakeHost:
 
 
 def test_missing_iptables_says_install_the_package():
-    host = FakeHost({"command -v": (0, "iptables-save\niptables-restore\n", "")})
-    with pytest.raises(StepError, match="install the `iptables` package"):
+    host = FakeHost()
+    host.tools -= {"iptables-save", "iptables-restore"}
+    with pytest.raises(StepError, match="install the `iptables` package") as e:
         ipt.plan_apply(host, Settings())
+    assert "iptables-save, iptables-restore not found" in str(e.value)
     host = FakeHost({"iptables -V": (127, "", "sh: 1: iptables: not found")})
     with pytest.raises(StepError, match="install the `iptables` package"):
         ipt.backend(host)
@@ -469,17 +532,110 @@ def test_plan_apply_feeds_restore_through_stdin():
     host = loaded("save-nft-empty.txt")
     plan = ipt.plan_apply(host, Settings(), guard_seconds=None)
     plan.apply(host)
-    shown, sudo, user, stdin = host.calls[-1]
-    assert shown == "iptables-restore --noflush" and sudo and user is None and stdin == restore_text(plan)
+    restores = [c for c in host.calls if c[0].startswith(("iptables-restore", "ip6tables-restore"))]
+    assert [c[0] for c in restores] == ["iptables-restore --noflush", "ip6tables-restore --noflush"]
+    assert all(sudo and user is None for _, sudo, user, _ in restores)
+    assert [stdin for *_, stdin in restores] == [a.text for c in plan.changes for a in c.actions]
     assert ipt.plan_apply(host, Settings()).empty
 
 
 def test_show_counters_and_empty():
     df = ipt.show(loaded("save-nft-duplicate-hook.txt"))
-    assert list(df.columns) == ["chain", "num", "packets", "bytes", "target", "target_options", "match", "comment"]
+    assert list(df.columns) == [
+        "family",
+        "chain",
+        "num",
+        "packets",
+        "bytes",
+        "target",
+        "target_options",
+        "match",
+        "comment",
+    ]
+    assert set(df["family"]) == {"ipv4"}
     assert list(df["chain"]) == ["OUTPUT"] * 2 + ["ENVOY_EGRESS"] * 7
     assert list(df["num"][:2]) == [3, 4]  # positions as iptables -L --line-numbers shows them
     assert str(df["packets"].dtype) == "int64" and df["packets"].sum() == 6 + 1 + 1 + 2 + 2
     assert df.iloc[7]["target_options"] == "--to-ports 12003"
     empty = ipt.show(loaded("save-nft-empty.txt"))
     assert empty.empty and list(empty.columns) == list(df.columns)
+
+
+# ------------------------------------------------------------------ two address families on the fake host
+
+#: /proc/net/if_inet6 and the ::/0 lines of /proc/net/ipv6_route as a dual-stack EC2 instance prints them.
+PROC_DUAL_STACK = """tool iptables
+tool iptables-save
+tool iptables-restore
+kernel-ipv6
+addr 00000000000000000000000000000001 01 80 10 80       lo
+addr 26001f1800a1b20000000000000000a1 02 80 00 80     ens5
+addr fe80000000000000085a6bfffe3c1d2f 02 40 20 80     ens5
+route 00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe80000000000000085a6bfffe000001 \
+00000400 00000001 00000000 00000003 ens5
+route 00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 \
+ffffffff 00000001 00000000 00200200       lo
+""".replace("\\\n", "")
+
+
+def test_parse_families_reads_the_kernel_tables():
+    fam = ipt.parse_families(PROC_DUAL_STACK)
+    assert fam.ipv6_kernel and fam.has_ipv6 and fam.ipv6_default_route
+    assert fam.ipv6_addresses == ("2600:1f18:00a1:b200:0000:0000:0000:00a1",)  # neither ::1 nor fe80::
+    assert fam.has_tools("ipv4") and not fam.has_tools("ipv6")
+    # Only the kernel's unreachable default on lo and link-local addresses: no IPv6 beyond the link.
+    local = "\n".join(line for line in PROC_DUAL_STACK.splitlines() if "ens5" not in line or "fe80" in line[5:9])
+    assert not ipt.parse_families(local).has_ipv6
+    assert not ipt.parse_families("").ipv6_kernel
+
+
+def test_host_with_ipv6_but_no_ip6tables_is_refused_before_any_change():
+    host = loaded("save-nft-empty.txt")
+    host.tools -= {"ip6tables", "ip6tables-save", "ip6tables-restore"}
+    host.ipv6_addresses = ["20010db8000100000000000000000001"]
+    with pytest.raises(StepError) as e:
+        ipt.apply(host, Settings(), guard_seconds=None)
+    msg = str(e.value)
+    assert "has IPv6 (2001:0db8:0001:0000:0000:0000:0000:0001) but no ip6tables" in msg
+    assert "half open" in msg and "Nothing was changed" in msg
+    assert not any(c[0].startswith("iptables-restore") for c in host.calls)
+    assert fw.CHAIN not in host.nat["nat"].chains
+
+
+def test_host_without_ipv6_or_ip6tables_gets_ipv4_only():
+    host = loaded("save-nft-empty.txt")
+    host.tools -= {"ip6tables", "ip6tables-save", "ip6tables-restore"}
+    plan = ipt.apply(host, Settings(), guard_seconds=None)
+    assert [a.family for c in plan.changes for a in c.actions] == ["ipv4"]
+    assert "no IPv6 address or route and no ip6tables" in plan.notes[-1]
+    assert set(ipt.show(host)["family"]) == {"ipv4"}
+    host.ipv6_kernel = False
+    host.tools |= {"ip6tables", "ip6tables-save", "ip6tables-restore"}
+    assert ipt.plan_apply(host, Settings()).empty
+
+
+def test_apply_and_remove_both_families_and_keep_foreign_rules():
+    host = loaded("save-nft-applied.txt")
+    host.nat6 = sample("save6-nft-applied.txt")
+    host.nat6 = ips.simulate_restore(host.nat6, "*nat\n-F ENVOY_EGRESS\nCOMMIT\n")  # half gone: rewritten
+    plan = ipt.apply(host, Settings(), guard_seconds=None)
+    assert [a.family for c in plan.changes for a in c.actions] == ["ipv6"]
+    df = ipt.show(host)
+    assert df.groupby("family").size().to_dict() == {"ipv4": 10, "ipv6": 10}
+    removed = ipt.remove(host)
+    assert [a.family for c in removed.changes for a in c.actions] == ["ipv4", "ipv6"]
+    assert ipt.show(host).empty
+    for table in (host.nat, host.nat6):
+        assert [r.target for r in table["nat"].rules] == ["DOCKER", "MASQUERADE"]
+
+
+def test_remove_on_a_host_without_iptables_is_a_clean_no_op():
+    host = FakeHost()
+    host.tools = set()
+    plan = ipt.remove(host)
+    assert plan.empty
+    assert plan.notes == [
+        "iptables is not installed on admin@fake:22: no IPv4 rules of ours are there",
+        "ip6tables is not installed on admin@fake:22: no IPv6 rules of ours are there",
+    ]
+    assert ipt.show(host).empty

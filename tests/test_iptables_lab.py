@@ -25,8 +25,8 @@ FOREIGN_INSERTED = "-p udp -m udp --dport 5353 -j RETURN"
 FOREIGN_APPENDED = "-d 198.18.1.0/24 -p tcp -m tcp --dport 8080 -j RETURN"
 
 
-def save(host, table: str | None = None) -> str:
-    cmd = ["iptables-save"] + (["-t", table] if table else [])
+def save(host, table: str | None = None, family: str = "ipv4") -> str:
+    cmd = [fw.tool(family, "-save")] + (["-t", table] if table else [])
     return host.run(cmd, sudo=True, timeout=60).stdout
 
 
@@ -36,19 +36,20 @@ def iptables(host, *args: str) -> None:
 
 @pytest.fixture
 def pristine(host):
-    """Every table as it was before the test, restored afterwards; our chain removed first."""
-    before = save(host)
+    """Every table of both families as it was before the test, restored afterwards; our chains removed first."""
+    before = {family: save(host, family=family) for family in fw.FAMILIES}
     ipt.remove(host)
     yield
     # A full restore (no --noflush) of the saved tables, plus empty nat/filter where the save had
     # none (nft creates tables lazily), undoes whatever the test or a failure left behind.
-    host.run(
-        ["iptables-restore"],
-        sudo=True,
-        stdin=guard.rollback_text(before, "*nat\nCOMMIT\n*filter\nCOMMIT\n"),
-        timeout=60,
-    )
-    assert ips.ruleset_diff(ips.parse_save(before), ips.parse_save(save(host))) == []
+    for family, saved in before.items():
+        host.run(
+            [fw.tool(family, "-restore")],
+            sudo=True,
+            stdin=guard.rollback_text(saved, "*nat\nCOMMIT\n*filter\nCOMMIT\n"),
+            timeout=60,
+        )
+        assert ips.ruleset_diff(ips.parse_save(saved), ips.parse_save(save(host, family=family))) == []
 
 
 def guard_leftovers(host) -> str:
@@ -62,31 +63,46 @@ def test_backend_is_nft_or_legacy(host):
     assert ("(nf_tables)" in shown) == (kind == "nft")
 
 
-def test_apply_show_and_apply_again_changes_nothing(host, settings, pristine):
-    start = ipt.current_state(host)
-    first = ipt.apply(host, settings, guard_seconds=None)
-    assert not first.empty
+def test_the_lab_host_is_dual_stack(host):
+    fam = ipt.host_families(host)
+    assert fam.has_ipv6 and fam.has_tools("ipv4") and fam.has_tools("ipv6")
+    assert "2001:0db8:0001:0000:0000:0000:0000:0001" in fam.ipv6_addresses
 
-    # Verify as a user would: the exact lines in iptables -S, then the table with counters.
-    listed = host.run(["iptables", "-t", "nat", "-S"], sudo=True).stdout.splitlines()
-    assert fw.hook_rule(settings).line in listed
-    for rule in fw.wanted_rules(settings):
-        assert rule.line in listed, rule.line
+
+def test_apply_show_and_apply_again_changes_nothing(host, settings, pristine):
+    start = {family: ipt.current_state(host, family) for family in fw.FAMILIES}
+    first = ipt.apply(host, settings, guard_seconds=None)
+    assert [a.family for c in first.changes for a in c.actions] == ["ipv4", "ipv6"]
+
+    # Verify as a user would: the exact lines in iptables -S and ip6tables -S, then the table with counters.
+    for family in fw.FAMILIES:
+        listed = host.run([fw.tool(family), "-t", "nat", "-S"], sudo=True).stdout.splitlines()
+        assert fw.hook_rule(settings).line in listed
+        for rule in fw.wanted_rules(settings, family):
+            assert rule.line in listed, rule.line
     df = ipt.show(host)
-    assert list(df["chain"]) == ["OUTPUT"] + ["ENVOY_EGRESS"] * 7
-    assert list(df["target"]) == ["ENVOY_EGRESS"] + ["RETURN"] * 5 + ["REDIRECT"] * 2
+    assert list(df["family"]) == ["ipv4"] * 10 + ["ipv6"] * 10
+    for _, rows in df.groupby("family"):
+        assert list(rows["chain"]) == ["OUTPUT"] + ["ENVOY_EGRESS"] * 9
+        assert list(rows["target"]) == ["ENVOY_EGRESS"] + ["RETURN"] * 7 + ["REDIRECT"] * 2
     assert df["comment"].str.startswith("tproxy-nb: ").all()
     assert str(df["packets"].dtype) == "int64"
 
-    # The pure simulator predicted exactly what the kernel now holds.
-    predicted = ips.simulate_restore({"nat": start}, first.changes[0].action.text)
-    assert ips.ruleset_diff(predicted, {"nat": ipt.current_state(host)}) == []
+    # The pure simulator predicted exactly what the kernel now holds, in each family.
+    for change in first.changes:
+        action = change.action
+        predicted = ips.simulate_restore({"nat": start[action.family]}, action.text)
+        assert ips.ruleset_diff(predicted, {"nat": ipt.current_state(host, action.family)}) == []
 
-    once = ips.strip_counters(save(host, "nat"))
+    once = {family: ips.strip_counters(save(host, "nat", family)) for family in fw.FAMILIES}
     second = ipt.apply(host, settings, guard_seconds=None)
-    assert second.empty and second.notes[-1].startswith("ENVOY_EGRESS is in place")
-    assert ips.strip_counters(save(host, "nat")) == once
-    assert once.count("-j ENVOY_EGRESS") == 1
+    assert second.empty and second.notes == [
+        "ENVOY_EGRESS (IPv4) is in place: 9 rules, one hook in OUTPUT",
+        "ENVOY_EGRESS (IPv6) is in place: 9 rules, one hook in OUTPUT",
+    ]
+    for family in fw.FAMILIES:
+        assert ips.strip_counters(save(host, "nat", family)) == once[family]
+        assert once[family].count("-j ENVOY_EGRESS") == 1
 
 
 def test_apply_spares_a_session_open_before_conntrack(host, settings, pristine):
@@ -100,7 +116,7 @@ def test_apply_spares_a_session_open_before_conntrack(host, settings, pristine):
         ipt.apply(fresh, settings, guard_seconds=None)
         assert fresh.run(["true"], timeout=20).ok
     df = ipt.show(host)
-    spared = df[df["comment"] == "tproxy-nb: only new connections (SYN) are redirected"]
+    spared = df[(df["comment"] == "tproxy-nb: only new connections (SYN) are redirected") & (df["family"] == "ipv4")]
     assert int(spared["packets"].iloc[0]) >= 1
 
 
@@ -109,17 +125,20 @@ def test_counters_count_redirected_connections(host, settings, pristine):
     # A plain-HTTP connection from the login user is redirected (nothing listens on the sidecar
     # port yet, so curl fails; the redirect rule still counts the connection's first packet).
     host.run("curl -s -o /dev/null -m 3 http://198.18.1.10/", check=False, timeout=30)
+    host.run("curl -s -o /dev/null -m 3 'http://[2001:db8:1::10]/'", check=False, timeout=30)
     df = ipt.show(host)
-    http = df[df["target_options"] == f"--to-ports {settings.ports.http_redirect}"]
-    assert len(http) == 1 and int(http["packets"].iloc[0]) >= 1
-    assert int(df[df["chain"] == "OUTPUT"]["packets"].iloc[0]) >= 1
+    for family in fw.FAMILIES:
+        rows = df[df["family"] == family]
+        http = rows[rows["target_options"] == f"--to-ports {settings.ports.http_redirect}"]
+        assert len(http) == 1 and int(http["packets"].iloc[0]) >= 1, family
+        assert int(rows[rows["chain"] == "OUTPUT"]["packets"].iloc[0]) >= 1, family
 
 
 def test_guarded_apply_confirms_and_leaves_nothing_behind(host, settings, pristine):
     plan = ipt.apply(host, settings, guard_seconds=5)
     assert not plan.empty
     time.sleep(6)  # past the guard: had the confirmation failed, the timer would have removed the rules now
-    assert ipt.plan_from_state(ipt.current_state(host), settings).empty
+    assert ipt.plan_apply(host, settings).empty
     assert guard_leftovers(host) == ""
 
 
@@ -167,8 +186,14 @@ def test_remove_deletes_only_ours(host, settings, pristine):
     assert others == before
     assert "tproxy-nb" not in after and "ENVOY_EGRESS" not in after
 
+    six = save(host, "nat", "ipv6")
+    assert "tproxy-nb" not in six and "ENVOY_EGRESS" not in six
+
     again = ipt.remove(host)
-    assert again.empty and again.notes == ["ENVOY_EGRESS is not present; nothing to remove"]
+    assert again.empty and again.notes == [
+        "ENVOY_EGRESS (IPv4) is not present; nothing to remove",
+        "ENVOY_EGRESS (IPv6) is not present; nothing to remove",
+    ]
 
 
 def test_refused_restore_changes_nothing(host, settings, pristine):

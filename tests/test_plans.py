@@ -376,11 +376,22 @@ def test_configs_twice(s):
 
 def test_firewall_twice(s):
     host = FakeHost()
-    plan = twice(firewall.current_state, lambda st: firewall.plan_from_state(st, s), host)
-    assert isinstance(plan.changes[0].action, Restore)
-    assert "iptables-restore --noflush" in host.commands()
-    assert firewall.plan_apply(host, s).empty and len(firewall.show(host)) == 8
-    twice(firewall.current_state, firewall.plan_remove_from_state, host)
+    for family, cmd in (("ipv4", "iptables-restore"), ("ipv6", "ip6tables-restore")):
+        plan = twice(
+            lambda h, f=family: firewall.current_state(h, f),
+            lambda st, f=family: firewall.plan_from_state(st, s, family=f),
+            host,
+        )
+        assert isinstance(plan.changes[0].action, Restore) and plan.changes[0].action.family == family
+        assert f"{cmd} --noflush" in host.commands()
+    assert firewall.plan_apply(host, s).empty
+    assert firewall.show(host).groupby("family").size().to_dict() == {"ipv4": 10, "ipv6": 10}
+    for family in ("ipv4", "ipv6"):
+        twice(
+            lambda h, f=family: firewall.current_state(h, f),
+            lambda st, f=family: firewall.plan_remove_from_state(st, f),
+            host,
+        )
     assert firewall.show(host).empty
 
 
@@ -446,11 +457,24 @@ def test_provision_then_nothing_then_remove_then_nothing(s, tmp_path, small_envo
     assert all(p.empty for p in provision.plan_remove(host, s))
 
 
+def test_remove_on_a_host_without_iptables_removes_the_rest(s, tmp_path, small_envoy):
+    host = FakeHost()
+    list(provision.provision(host, s, certs_dir=tmp_path / "certs"))
+    host.tools = set()  # iptables uninstalled since (or never there): no rules of ours can be left
+    removal = [p.apply(host) for p in provision.plan_remove(host, s)]
+    rules = removal[1]
+    assert (
+        rules.empty and rules.notes[0] == f"iptables is not installed on {host.name}: no IPv4 rules of ours are there"
+    )
+    assert "tpx-envoy" not in host.users and not any(p.startswith(s.paths.root) for p in host.files)
+    assert all(p.empty for p in provision.plan_remove(host, s))
+
+
 def test_chain_up_and_down_on_the_fake(s, tmp_path, small_envoy):
     host = FakeHost()
     plans = chain.up(host, s, certs_dir=tmp_path / "certs", guard_seconds=None)
     assert [p.step for p in plans][-2:] == ["iptables ENVOY_EGRESS", "envoys"]
-    assert len(host.running()) == 3 and len(firewall.show(host)) == 8
+    assert len(host.running()) == 3 and len(firewall.show(host)) == 20  # hook + 9 rules, IPv4 and IPv6
     assert all(p.empty for p in chain.up(host, s, certs_dir=tmp_path / "certs", guard_seconds=None))
     chain.down(host, s)
     assert host.running() == [] and firewall.show(host).empty and "tpx-svc" not in host.users

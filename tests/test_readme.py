@@ -78,3 +78,12 @@ def test_make_test_installs_lints_type_checks_then_runs_pytest():
         ".venv/bin/mypy",
         ".venv/bin/python -m pytest -p no:cacheprovider",
     ]
+
+
+def test_readme_settings_block_is_the_defaults(tmp_path):
+    from tproxy_nb.settings import Settings, load_settings
+
+    block = re.search(r"## Settings\n.*?```yaml\n(.*?)```", README, re.S)[1]
+    f = tmp_path / "readme.yaml"
+    f.write_text(block)
+    assert load_settings(f).to_dict() == Settings().to_dict()

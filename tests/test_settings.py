@@ -54,6 +54,10 @@ def test_missing_file_says_what_to_do(tmp_path):
         ("ports: {igww: 1}", "ports.igww"),
         ("tls_deny: drop", "tls_deny"),
         ("ports: {explicit_proxy: 12000}", "ports.explicit_proxy"),
+        ("bypass: {root: 'yes'}", "bypass.root"),
+        ("bypass: {link_local: 0}", "bypass.link_local"),
+        ("bypass: {metadata: true}", "bypass.metadata"),
+        ("bypass: true", "bypass"),
     ],
 )
 def test_bad_values_are_settings_errors_naming_the_key(tmp_path, text, key):
@@ -62,6 +66,18 @@ def test_bad_values_are_settings_errors_naming_the_key(tmp_path, text, key):
     with pytest.raises(SettingsError) as e:
         load_settings(f)
     assert key in str(e.value) and str(f) in str(e.value)
+
+
+def test_bypass_defaults_are_safe_on_ec2_and_can_be_turned_off(tmp_path):
+    s = load_settings()
+    assert (s.bypass.root, s.bypass.link_local) == (True, True)
+    f = tmp_path / "s.yaml"
+    f.write_text("bypass: {root: false}\n")
+    off = load_settings(f)
+    assert (off.bypass.root, off.bypass.link_local) == (False, True)
+    assert off.to_dict()["bypass"] == {"root": False, "link_local": True}
+    with pytest.raises(SettingsError, match="must be true or false"):
+        load_settings(None, bypass={"root": "false"})
 
 
 def test_replace_revalidates():

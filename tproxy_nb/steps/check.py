@@ -33,6 +33,10 @@ def require_curl(host: Host) -> None:
         )
 
 
+#: curl's switch that pins the address family (None: curl's own choice, IPv6 first on a dual-stack host).
+FAMILY_FLAGS = {"ipv4": "-4", "ipv6": "-6"}
+
+
 def proxy_url(s: Settings) -> str:
     """The sidecar as an explicit proxy, as the app names it (``curl -x``, ``HTTPS_PROXY``).
 
@@ -57,17 +61,21 @@ def run_case(
     case: Case,
     user: str,
     max_time: float = 10,
+    family: str | None = None,
     proxy: str | None = None,
     cacert: str | None = None,
 ) -> dict:
     """Run one case as ``user`` on the host; return one flat record.
 
+    family: ``"ipv4"`` or ``"ipv6"`` makes curl use only that family (``curl -4``/``-6``); None lets curl choose.
     proxy: an explicit proxy URL (``curl -x``); None: the transparent path.
     cacert: a CA certificate (PEM) to trust instead of the system's, fed on standard input.
 
     Example: ``run_case(host, cases(s)[3], s.service.user)["outcome"]`` -> ``"reset"``.
     """
     cmd = curl_command(case.url, max_time, proxy=proxy, cacert_stdin=cacert is not None)
+    if family is not None:
+        cmd.insert(cmd.index("curl") + 1, FAMILY_FLAGS[family])
     r = host.run(cmd, user=user, check=False, timeout=max_time + 15, stdin=cacert)
     rec = parse_output(r.stdout, r.stderr, r.exit_code)
     code = rec.get("http_code") or None
@@ -81,6 +89,7 @@ def run_case(
         proxy=proxy,
     )
     rec["as_expected"] = rec["outcome"] == case.expected
+    rec["family"] = family
     return rec
 
 
@@ -91,6 +100,7 @@ def run_cases(
     as_user: str | None = None,
     progress: bool = True,
     max_time: float = 10,
+    family: str | None = None,
     explicit_proxy: bool = False,
     trust_egress_ca: bool = False,
 ) -> pd.DataFrame:
@@ -101,9 +111,12 @@ def run_cases(
     explicit_proxy: send the requests to the sidecar's explicit proxy port (``curl -x``).
     trust_egress_ca: the denied HTTPS request trusts the egress CA only (``--cacert``), so a
       ``deny-page`` sidecar can show it its 403.
+    family: ``"ipv4"``/``"ipv6"`` pins curl to that address family (column ``family``); None: curl's choice.
 
     Example: ``run_cases(host, s, explicit_proxy=True).set_index("case").outcome["https denied"]`` -> ``"denied"``.
     """
+    if family is not None and family not in FAMILY_FLAGS:
+        raise ValueError(f"family must be one of {', '.join(FAMILY_FLAGS)} or None, not {family!r}")
     if repeat < 1:
         raise ValueError("repeat must be at least 1")
     require_curl(host)
@@ -118,7 +131,7 @@ def run_cases(
     with progress_bar(total=len(todo), desc=f"curl as {user}", unit="req", disable=not progress) as bar:
         for i, case in todo:
             cacert = ca if case.name == "https denied" else None
-            rec = run_case(host, case, user, max_time, proxy=proxy, cacert=cacert)
+            rec = run_case(host, case, user, max_time, family, proxy=proxy, cacert=cacert)
             rec.update(run=i, mode=s.tls_deny, egress_ca_trusted=cacert is not None)
             # What the kernel did for this request: an RST for a socket closed with unread data counts here.
             after = facts.tcp_counters(host)

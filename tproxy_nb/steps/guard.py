@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from ..errors import CommandError, CommandTimeout, ConnectError, StepError
 from ..marks import GUARD_DIR
 from ..remote.host import Host, Result
+from ..render.firewall import tool
 from ..render.iptables_save import BUILTIN_CHAINS, changed_tables, parse_save, ruleset_diff
 
 #: Root-only directory on the host for guard backups (tmpfs: gone after a reboot, as are the rules).
 
 _INSTALL_HINT = (
-    "install the `iptables` package on it (Debian/Ubuntu: sudo apt-get install -y iptables) "
-    "and retry. Nothing was changed."
+    "install the `iptables` package on it (Debian/Ubuntu: sudo apt-get install -y iptables; it brings "
+    "ip6tables too) and retry. Nothing was changed."
 )
 
 
@@ -36,12 +37,14 @@ _INSTALL_HINT = (
 # Here rather than in tproxy_nb.steps.firewall: the guard needs them and must not import that module.
 
 
-def require_iptables(host: Host) -> None:
+def require_iptables(host: Host, family: str = "ipv4") -> None:
     """Raise :class:`StepError` unless iptables, iptables-save and iptables-restore exist on the host.
 
-    Example: ``require_iptables(host)``.
+    family: ``"ipv6"`` checks ip6tables, ip6tables-save and ip6tables-restore.
+
+    Example: ``require_iptables(host, "ipv6")``.
     """
-    names = ["iptables", "iptables-save", "iptables-restore"]
+    names = [tool(family, suffix) for suffix in ("", "-save", "-restore")]
     # Under sudo: these live in /usr/sbin, which a login user's PATH often lacks.
     script = "; ".join(f"command -v {n} >/dev/null || echo {n}" for n in names)
     r = host.run(script, sudo=True, check=False, timeout=30)
@@ -70,16 +73,19 @@ def _failed_line(stderr: str, text: str) -> str:
     return ""
 
 
-def restore(host: Host, text: str, timeout: float = 60) -> Result:
+def restore(host: Host, text: str, timeout: float = 60, family: str = "ipv4") -> Result:
     """Load ``text`` with one ``iptables-restore --noflush`` (all of a table or none of it).
+
+    family: ``"ipv6"`` loads it with ``ip6tables-restore``.
 
     Raises :class:`StepError` with iptables' message and the failing line; nothing was applied then.
 
-    Example: ``restore(host, render_rules(settings))``.
+    Example: ``restore(host, render_rules(settings, "ipv6"), family="ipv6")``.
     """
-    r = host.run(["iptables-restore", "--noflush"], sudo=True, stdin=text, check=False, timeout=timeout)
+    cmd = tool(family, "-restore")
+    r = host.run([cmd, "--noflush"], sudo=True, stdin=text, check=False, timeout=timeout)
     if r.exit_code == 127:
-        raise StepError(f"iptables-restore not found on {host.name}: {_INSTALL_HINT}")
+        raise StepError(f"{cmd} not found on {host.name}: {_INSTALL_HINT}")
     if not r.ok:
         said = [
             line.strip()
@@ -88,7 +94,7 @@ def restore(host: Host, text: str, timeout: float = 60) -> Result:
         ]
         msg = " ".join(said).rstrip(".") or f"exit code {r.exit_code}"
         raise StepError(
-            f"iptables-restore refused the rules on {host.name}: {msg}.{_failed_line(msg, text)} "
+            f"{cmd} refused the rules on {host.name}: {msg}.{_failed_line(msg, text)} "
             "Nothing was changed: each table is loaded in one transaction, all or nothing."
         )
     return r
@@ -139,8 +145,10 @@ class GuardFiles:
         return self.path("pid")
 
 
-def timer_script(files: GuardFiles, seconds: float) -> str:
+def timer_script(files: GuardFiles, seconds: float, family: str = "ipv4") -> str:
     """Shell (run as root) that starts the detached rollback timer and prints its PID.
+
+    family: which rules the timer puts back (``iptables-restore`` or ``ip6tables-restore``).
 
     The timer is a ``setsid`` session leader with stdio on files, so neither the end of the SSH
     session (SIGHUP) nor our command's time limit (it kills its own process group) ends it.
@@ -158,7 +166,7 @@ def timer_script(files: GuardFiles, seconds: float) -> str:
     inner = (
         f"echo $$ > {pid}; sleep {seconds:g}; "
         f"mv -f {b} {firing} 2>/dev/null || exit 0; "
-        f"iptables-restore < {firing} && mv -f {firing} {done}"
+        f"{tool(family, '-restore')} < {firing} && mv -f {firing} {done}"
     )
     return (
         f"cd / && setsid sh -c {q(inner)} </dev/null >>{log} 2>&1 & "
@@ -215,6 +223,7 @@ def apply_guarded(
     guard_seconds: float = 15,
     confirm: Callable[[Host], Host] | None = None,
     state_dir: str = GUARD_DIR,
+    family: str = "ipv4",
 ) -> GuardOutcome:
     """Apply ``restore_text`` under a rollback guard that the host runs itself.
 
@@ -230,6 +239,8 @@ def apply_guarded(
     confirm: ``confirm(host) -> Host`` opens the independent connection the confirmation runs
         over (default :func:`reconnect`); raising :class:`ConnectError` means "the path is cut".
     state_dir: root-only directory on the host for the backup and PID files.
+    family: ``"ipv4"`` (iptables-save/-restore) or ``"ipv6"`` (ip6tables-save/-restore): the guard saves,
+        applies and rolls back that family only, so each family is one all-or-nothing change.
 
     Raises :class:`StepError` when the restore is refused (the timer is cancelled, nothing
     changed), or when the confirmation fails: then it waits for the host's timer, verifies the
@@ -240,8 +251,8 @@ def apply_guarded(
     """
     if guard_seconds <= 0:
         raise ValueError("guard_seconds must be positive")
-    require_iptables(host)
-    saved = run_iptables(host, ["iptables-save"]).stdout
+    require_iptables(host, family)
+    saved = run_iptables(host, [tool(family, "-save")]).stdout
     rollback = rollback_text(saved, restore_text)
     files = GuardFiles(state_dir.rstrip("/"), uuid.uuid4().hex[:12])
     q = shlex.quote
@@ -252,7 +263,7 @@ def apply_guarded(
         timeout=30,
     )
     started = time.monotonic()
-    pid_text = host.run(timer_script(files, guard_seconds), sudo=True, timeout=30).stdout.strip()
+    pid_text = host.run(timer_script(files, guard_seconds, family), sudo=True, timeout=30).stdout.strip()
     if not pid_text.isdigit():
         host.run(["rm", "-f", files.backup], sudo=True, check=False, timeout=30)
         raise StepError(f"Could not start the rollback timer on {host.name} (got {pid_text!r}); nothing was applied.")
@@ -261,7 +272,7 @@ def apply_guarded(
     why = ""
     try:
         # A rule set that cuts SSH may also stall this very call: give it about the guard's length.
-        restore(host, restore_text, timeout=max(10.0, guard_seconds))
+        restore(host, restore_text, timeout=max(10.0, guard_seconds), family=family)
     except StepError:
         # Refused: nothing was applied and this connection still works, so cancel here.
         host.run(confirm_script(files), sudo=True, check=False, timeout=30)
@@ -285,10 +296,14 @@ def apply_guarded(
         return GuardOutcome(True, pid, files.backup, guard_seconds, "a new SSH connection confirmed the rules")
     if answer == "expired":
         why = f"the confirmation came after the {guard_seconds:g} s guard had fired"
-    raise StepError(_rolled_back_message(host, files, guard_seconds, started, rollback, why or "no confirmation"))
+    raise StepError(
+        _rolled_back_message(host, files, guard_seconds, started, rollback, why or "no confirmation", family)
+    )
 
 
-def _rolled_back_message(host: Host, files: GuardFiles, seconds: float, started: float, rollback: str, why: str) -> str:
+def _rolled_back_message(
+    host: Host, files: GuardFiles, seconds: float, started: float, rollback: str, why: str, family: str = "ipv4"
+) -> str:
     """Wait for the host's timer, check the saved rules are back, and word the error."""
     time.sleep(max(0.0, started + seconds + 1.0 - time.monotonic()))
     head = f"The new rules were applied on {host.name}, but {why}."
@@ -301,13 +316,13 @@ def _rolled_back_message(host: Host, files: GuardFiles, seconds: float, started:
             status = fresh.run(
                 f"ls {shlex.quote(files.dir)} | grep -F {shlex.quote(files.token)} || true", sudo=True, timeout=30
             ).stdout
-            now = parse_save(run_iptables(fresh, ["iptables-save"]).stdout)
+            now = parse_save(run_iptables(fresh, [tool(family, "-save")]).stdout)
             diff = ruleset_diff(parse_save(rollback), now)
             if diff:
                 return (
                     f"{head} The host's guard should have restored the previous rules after {seconds:g} s, but "
                     f"they differ from the backup: {'; '.join(diff[:3])}. Restore by hand: "
-                    f"sudo iptables-restore < {files.path('firing')} (or {files.backup})."
+                    f"sudo {tool(family, '-restore')} < {files.path('firing')} (or {files.backup})."
                 )
             fresh.run(
                 f"rm -f {shlex.quote(files.path('rolled-back'))} {shlex.quote(files.path('log'))} "
@@ -318,7 +333,7 @@ def _rolled_back_message(host: Host, files: GuardFiles, seconds: float, started:
             )
             marker = "rolled-back" in status
             return (
-                f"{head} The rules were rolled back by the host itself after {seconds:g} s: iptables-save on "
+                f"{head} The rules were rolled back by the host itself after {seconds:g} s: {tool(family, '-save')} on "
                 f"the host matches the rules saved before the change again"
                 f"{'' if marker else ' (the timer left no marker; checked by content)'}. Nothing of the change "
                 "remains; fix the rules so they keep SSH open and retry."

@@ -128,12 +128,14 @@ class Restore:
 
     guard_seconds: None/0 for a plain restore; else :func:`tproxy_nb.steps.guard.apply_guarded`: the
       host restores the previous rules by itself unless a new SSH connection confirms in time.
+    family: ``"ipv4"`` (iptables-restore) or ``"ipv6"`` (ip6tables-restore).
 
-    Example: ``Restore("*nat\\n-F ENVOY_EGRESS\\nCOMMIT\\n")``.
+    Example: ``Restore("*nat\\n-F ENVOY_EGRESS\\nCOMMIT\\n", family="ipv6")``.
     """
 
     text: str
     guard_seconds: float | None = None
+    family: str = "ipv4"
 
     def lines(self) -> list[str]:
         guard = (
@@ -145,10 +147,16 @@ class Restore:
             else ""
         )
         body = mask_secrets(self.text).rstrip("\n").splitlines()
-        return [f"$ iptables-restore --noflush <<EOF{guard}", *("  | " + line for line in body), "  EOF"]
+        cmd = "ip6tables-restore" if self.family == "ipv6" else "iptables-restore"
+        return [f"$ {cmd} --noflush <<EOF{guard}", *("  | " + line for line in body), "  EOF"]
 
     def to_dict(self) -> dict:
-        return {"kind": "restore", "text": mask_secrets(self.text), "guard_seconds": self.guard_seconds}
+        return {
+            "kind": "restore",
+            "text": mask_secrets(self.text),
+            "guard_seconds": self.guard_seconds,
+            "family": self.family,
+        }
 
 
 @dataclass(frozen=True)
@@ -257,9 +265,9 @@ def execute(host: Host, action: Action, timeout: float = 300) -> None:
         host.put(src, action.remote, mode=action.mode, owner=action.owner, group=action.group)
     elif isinstance(action, Restore):
         if action.guard_seconds:
-            guard.apply_guarded(host, action.text, guard_seconds=action.guard_seconds)
+            guard.apply_guarded(host, action.text, guard_seconds=action.guard_seconds, family=action.family)
         else:
-            guard.restore(host, action.text)
+            guard.restore(host, action.text, family=action.family)
     elif isinstance(action, GenerateCerts):
         certs.generate(Path(action.local_dir), Settings().replace(denied_examples=action.denied))
     elif isinstance(action, StartEnvoys):
