@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.lab]
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO / "build" / "screenshots"
-NOTEBOOKS = ("01_setup", "02_iptables", "03_envoy", "04_testing", "06_explore")
+NOTEBOOKS = ("01_setup", "02_iptables", "03_envoy", "04_testing", "05_remedies", "06_explore")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 JUPYTER = Path(sys.executable).parent / "jupyter"

@@ -27,6 +27,7 @@ CATCH_UP = {
     "02_iptables": "provision",
     "03_envoy": "firewall",
     "04_testing": "envoys",
+    "05_remedies": "envoys",
     "06_explore": None,  # it reads a recorded run: nothing to catch up on
 }
 

@@ -45,7 +45,7 @@ from ..errors import TproxyError
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
 #: The notebooks in the order they must run.
-NOTEBOOKS = ("01_setup", "02_iptables", "03_envoy", "04_testing", "06_explore")
+NOTEBOOKS = ("01_setup", "02_iptables", "03_envoy", "04_testing", "05_remedies", "06_explore")
 #: The notebooks that analyse a recorded run and need no host: all that a replay runs.
 ANALYSIS = ("06_explore",)
 #: The offline HTML template (package data): JupyterLab's export without CDN scripts.
