@@ -86,6 +86,18 @@ def settings():
     return Settings()
 
 
+@pytest.fixture(scope="module")
+def chain(host, settings):
+    """Provision + rules + Envoys on the lab, once per test module; everything removed afterwards, even on failure."""
+    from tproxy_nb.steps import chain as egress
+
+    try:
+        egress.up(host, settings, guard_seconds=None)
+        yield settings
+    finally:
+        egress.down(host, settings)
+
+
 @pytest.fixture
 def closed_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (bound, then released)."""

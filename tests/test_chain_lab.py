@@ -11,16 +11,6 @@ from tproxy_nb.steps import check, envoy_proc, files, firewall, provision
 pytestmark = pytest.mark.lab
 
 
-@pytest.fixture(scope="module")
-def chain(host, settings):
-    """Provision + rules + Envoys from a fresh lab; everything removed afterwards, even on failure."""
-    try:
-        egress.up(host, settings, guard_seconds=None)
-        yield settings
-    finally:
-        egress.down(host, settings)
-
-
 def _outcomes(df):
     return dict(zip(df["case"], df["outcome"]))
 

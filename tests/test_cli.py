@@ -258,7 +258,8 @@ def test_a_dry_run_writes_nothing_not_even_local_keys(lab_info, host, tmp_path):
     before = host.run(state, sudo=True, check=False).stdout
     p = cli("provision", "--plan", env={certs.DIR_ENV: str(local)})
     assert p.returncode == 0, p.stderr
-    assert f"(local) generate client-ca, server-ca, sidecar, igw, igw_http in {local}" in p.stdout
+    made = "client-ca, server-ca, sidecar, igw, igw_http, egress-ca, deny-www.lyft.com"
+    assert f"(local) generate {made} in {local}" in p.stdout
     assert "size and sha256 known once the local file is generated" in p.stdout
     assert "BEGIN" not in p.stdout and "<lambda" not in p.stdout
     assert not local.exists(), "a dry run created the local certificate directory"

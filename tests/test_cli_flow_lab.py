@@ -29,6 +29,11 @@ def test_readme_flow_then_remove(lab_info, host):
         "https allowed": ("allowed", 200, 0),
         "https denied": ("reset", None, 35),
     }
+    assert {r["mode"] for r in json.loads(p.stdout)} == {"reset"}
+    p = cli("check", "--json", "--explicit-proxy")
+    assert p.returncode == 0, p.stderr
+    proxied = {r["case"]: (r["outcome"], r["exit_code"]) for r in json.loads(p.stdout)}
+    assert proxied["https denied"] == ("denied", 56) and proxied["https allowed"] == ("allowed", 0)
     t = cli("trace")
     assert t.returncode == 0, t.stderr
     for step in (

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tproxy_nb.analysis.curl import MARKER, cases, classify, parse_output, phases, to_frame, to_records
+from tproxy_nb.analysis.curl import MARKER, cases, classify, curl_command, parse_output, phases, to_frame, to_records
 from tproxy_nb.settings import Settings
 
 
@@ -21,6 +21,26 @@ def test_four_cases_follow_the_settings():
 
 
 @pytest.mark.parametrize(
+    "mode,https_denied", [("reset", "reset"), ("read-first", "closed"), ("sni", "closed"), ("deny-page", "untrusted")]
+)
+def test_each_tls_deny_mode_expects_what_the_client_sees(mode, https_denied):
+    s = Settings().replace(tls_deny=mode)
+    assert [c.expected for c in cases(s)] == ["allowed", "denied", "allowed", https_denied]
+    # A proxy-aware client is refused its CONNECT with a 403, whatever the mode.
+    assert [c.expected for c in cases(s, explicit_proxy=True)] == ["allowed", "denied", "allowed", "denied"]
+    trusting = cases(s, trust_egress_ca=True)[3].expected
+    assert trusting == ("denied" if mode == "deny-page" else https_denied)
+
+
+def test_curl_command_through_the_explicit_proxy_trusting_only_the_ca_on_stdin():
+    cmd = curl_command("https://www.lyft.com/", proxy="http://127.0.0.1:12008", cacert_stdin=True)
+    assert cmd[cmd.index("-x") + 1] == "http://127.0.0.1:12008"
+    assert cmd[:2] == ["bash", "-c"] and "--cacert <(cat)" in cmd[2] and cmd[-1] == "https://www.lyft.com/"
+    assert "-x" not in curl_command("http://www.google.com/")
+
+
+# Messages as curl 7.88.1 / OpenSSL 3.0 prints them (measured against the lab and local servers).
+@pytest.mark.parametrize(
     "code,exit_code,error,outcome",
     [
         (200, 0, None, "allowed"),
@@ -28,9 +48,19 @@ def test_four_cases_follow_the_settings():
         (403, 0, None, "denied"),
         (0, 35, "curl: (35) Recv failure: Connection reset by peer", "reset"),
         (0, 56, "curl: (56) Recv failure: Connection reset by peer", "reset"),
-        (0, 7, "curl: (7) Failed to connect", "error"),
+        (0, 35, "curl: (35) OpenSSL SSL_connect: SSL_ERROR_SYSCALL in connection to www.lyft.com:443 ", "closed"),
+        (0, 35, "curl: (35) error:0A000126:SSL routines::unexpected eof while reading", "closed"),
+        (0, 52, "curl: (52) Empty reply from server", "closed"),
+        (0, 56, "curl: (56) CONNECT tunnel failed, response 403", "denied"),
+        (0, 60, "curl: (60) SSL certificate problem: unable to get local issuer certificate", "untrusted"),
+        (0, 35, "curl: (35) error:0A000410:SSL routines::sslv3 alert handshake failure", "error"),
+        (0, 7, "curl: (7) Failed to connect to www.lyft.com port 443 after 0 ms: Couldn't connect to server", "error"),
         (503, 0, None, "error"),
-        (0, 28, "curl: (28) Operation timed out", "error"),
+        (0, 28, "curl: (28) Operation timed out after 10001 milliseconds with 0 bytes received", "error"),
+        # The exit code decides first: a message alone never makes an outcome.
+        (0, 7, "curl: (7) Recv failure: Connection reset by peer", "error"),
+        (0, 35, None, "error"),
+        (0, 56, "curl: (56) CONNECT tunnel failed, response 407", "error"),
     ],
 )
 def test_classify(code, exit_code, error, outcome):
@@ -52,6 +82,17 @@ def test_parse_output_keeps_the_error_of_a_reset():
         MARKER + json.dumps({"http_code": 0, "exitcode": 35}), "curl: (35) Recv failure: Connection reset by peer\n", 35
     )
     assert rec["exit_code"] == 35 and "reset by peer" in rec["error"]
+
+
+def test_parse_output_keeps_curls_error_line_not_the_advice_after_it():
+    stderr = (
+        "curl: (60) SSL certificate problem: unable to get local issuer certificate\n"
+        "More details here: https://curl.se/docs/sslcerts.html\n\n"
+        "curl failed to verify the legitimacy of the server and therefore could not\n"
+        "how to fix it, please visit the web page mentioned above.\n"
+    )
+    rec = parse_output(MARKER + json.dumps({"http_code": 0}), stderr, 60)
+    assert rec["error"].startswith("curl: (60) SSL certificate problem")
 
 
 def test_garbage_output_does_not_raise():

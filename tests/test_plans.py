@@ -309,19 +309,20 @@ def test_certificates_are_planned_not_generated_then_made_and_uploaded_once(s, t
 
     dry = files.plan_certs(read(host), s, files.local_certs(local))
     assert not local.exists(), "planning certificates must write nothing"
-    assert dry.changes[0].action == GenerateCerts(str(local), tuple(spec.name for spec in certs.SPECS))
+    made = tuple(spec.name for spec in certs.specs(s))
+    assert dry.changes[0].action == GenerateCerts(str(local), made, s.denied_examples)
     assert "size and sha256 known once the local file is generated" in str(dry)
     assert "ca.key" not in str(dry)
     twice(read, lambda st: files.plan_certs(st, s, files.local_certs(local)), host)
     uploaded = {p: f for p, f in host.files.items() if p.startswith(s.paths.certs + "/")}
-    assert set(uploaded) == {f"{s.paths.certs}/{f}" for f, _ in certs.UPLOAD}
+    assert set(uploaded) == {f"{s.paths.certs}/{f}" for f, _ in certs.upload_files(s)}
     for path, f in uploaded.items():
         assert (f.owner, f.group, f.mode) == (s.envoy.user, s.envoy.group, 0o400 if path.endswith(".key") else 0o644)
         assert f.data == (local / path.rsplit("/", 1)[1]).read_bytes()
     # A lost leaf key: only that certificate is remade and only its two files go up again.
     (local / "igw.key").unlink()
     redo = twice(read, lambda st: files.plan_certs(st, s, files.local_certs(local)), host)
-    assert redo.changes[0].action == GenerateCerts(str(local), ("igw",))
+    assert redo.changes[0].action == GenerateCerts(str(local), ("igw",), s.denied_examples)
     assert [c.action.remote for c in redo.changes[1:]] == [f"{s.paths.certs}/igw.pem", f"{s.paths.certs}/igw.key"]
 
 
@@ -475,3 +476,16 @@ def test_settings_with_other_ids_are_planned_with_them(tmp_path, small_envoy):
     host = FakeHost()
     list(provision.provision(host, s, certs_dir=tmp_path / "certs"))
     assert host.users["tpx-envoy"].uid == 3101
+
+
+def test_netstat_is_parsed_into_nstat_names():
+    text = (
+        "TcpExt: SyncookiesSent TCPAbortOnData TCPAbortOnClose\n"
+        "TcpExt: 0 4 17\n"
+        "IpExt: InNoRoutes InOctets\n"
+        "IpExt: 0 123456789012\n"
+    )
+    got = facts.parse_netstat(text)
+    assert got["TcpExtTCPAbortOnClose"] == 17 and got["TcpExtTCPAbortOnData"] == 4
+    assert got["IpExtInOctets"] == 123456789012
+    assert facts.parse_netstat("garbage\n") == {} and facts.parse_netstat("") == {}

@@ -64,3 +64,11 @@ def test_proxied_vs_direct_shows_both_medians_per_case():
     fig = plots.proxied_vs_direct(_runs(10), _runs(5, outcomes=("allowed",) * 4))
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert heights[:4] == pytest.approx([10, 20, 30, 40]) and heights[4:] == pytest.approx([5, 10, 15, 20])
+
+
+def test_every_outcome_has_its_own_colour():
+    from tproxy_nb.analysis.curl import OUTCOMES
+    from tproxy_nb.present.plots import OUTCOME_COLOURS
+
+    assert set(OUTCOME_COLOURS) == set(OUTCOMES)
+    assert len(set(OUTCOME_COLOURS.values())) == len(OUTCOMES)

@@ -44,6 +44,14 @@ def test_ca_keys_are_never_in_the_upload_set():
     assert all(mode == 0o400 for name, mode in certs.UPLOAD if name.endswith(".key"))
 
 
+def test_the_egress_ca_key_stays_here_only_deny_page_leaves_go_up():
+    from tproxy_nb.settings import Settings
+
+    uploaded = {name for name, _mode in certs.upload_files(Settings())}
+    assert "deny-www.lyft.com.key" in uploaded and "deny-www.lyft.com.pem" in uploaded
+    assert not any(name.startswith("egress-ca") for name in uploaded)
+
+
 def test_a_private_key_never_enters_a_data_bundle(tmp_path):
     """The report's data bundle is scanned like the tree: a key is refused on writing and on sealing."""
     from test_bundle import make_bundle

@@ -52,6 +52,8 @@ def test_missing_file_says_what_to_do(tmp_path):
         ("service: {uid: 2101}", "service.user"),
         ("colour: blue", "colour"),
         ("ports: {igww: 1}", "ports.igww"),
+        ("tls_deny: drop", "tls_deny"),
+        ("ports: {explicit_proxy: 12000}", "ports.explicit_proxy"),
         ("bypass: {root: 'yes'}", "bypass.root"),
         ("bypass: {link_local: 0}", "bypass.link_local"),
         ("bypass: {metadata: true}", "bypass.metadata"),
@@ -82,3 +84,13 @@ def test_replace_revalidates():
     with pytest.raises(SettingsError, match="allowed_hosts"):
         Settings().replace(allowed_hosts=("bad host",))
     assert Settings().replace(allowed_hosts=("www.lyft.com",)).allowed_hosts == ("www.lyft.com",)
+
+
+def test_tls_deny_defaults_to_the_reset_of_the_write_up_and_names_the_modes(tmp_path):
+    assert load_settings().tls_deny == "reset" and load_settings().ports.explicit_proxy == 12008
+    f = tmp_path / "s.yaml"
+    f.write_text("tls_deny: deny-page\n")
+    assert load_settings(f).tls_deny == "deny-page"
+    f.write_text("tls_deny: rst\n")
+    with pytest.raises(SettingsError, match="reset, read-first, sni, deny-page"):
+        load_settings(f)

@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--repeat", type=_positive(int), default=1)
+    p.add_argument(
+        "--explicit-proxy", action="store_true", help="send the cases to the sidecar's explicit proxy port (curl -x)"
+    )
+    p.add_argument(
+        "--trust-egress-ca",
+        action="store_true",
+        help="the denied HTTPS case trusts the egress CA (tls_deny: deny-page then shows its 403)",
+    )
 
     p = sub.add_parser("trace", help="make one request as the service user and follow it through the Envoys' logs")
     p.add_argument("case", nargs="?", default="https denied", help="one of the four cases (default: 'https denied')")
@@ -223,10 +231,20 @@ def cmd_check(args) -> int:
     settings = _settings(args)
     host = _host(args)
     with host:
-        df = check.run_cases(host, settings, repeat=args.repeat, progress=not args.json)
+        df = check.run_cases(
+            host,
+            settings,
+            repeat=args.repeat,
+            progress=not args.json,
+            explicit_proxy=args.explicit_proxy,
+            trust_egress_ca=args.trust_egress_ca,
+        )
     if args.json:
         print(json.dumps(curl.to_records(df), indent=2))
     else:
+        print(
+            f"tls_deny: {settings.tls_deny}" + (f"; through {check.proxy_url(settings)}" if args.explicit_proxy else "")
+        )
         print(df[["case", "url", "outcome", "expected", "http_code", "exit_code", "error"]].to_string(index=False))
     return EXIT_OK if bool(df["as_expected"].all()) else EXIT_CHECK_FAILED
 

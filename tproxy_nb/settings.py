@@ -53,6 +53,7 @@ class Ports:
     admin_sidecar: int = 9901
     admin_igw: int = 9902
     admin_igw_http: int = 9903
+    explicit_proxy: int = 12008  # the sidecar as an explicit HTTP proxy (curl -x, HTTPS_PROXY)
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class Settings:
     envoy_sha256: str | None = None  # ... and that binary's sha256, checked on the target
     base_ids: dict = field(default_factory=lambda: {"sidecar": 11, "igw": 12, "igw_http": 13})
     log_level: str = "debug"
+    tls_deny: str = "reset"  # what the sidecar does with TLS to a denied name: one of TLS_DENY_MODES
     source: str = "<defaults>"
 
     def replace(self, **changes: Any) -> Settings:
@@ -161,6 +163,11 @@ def _validate_envoy_install(s: Settings, bad: Any) -> None:
 
 
 _SECTIONS = {"envoy": Account, "service": Account, "ports": Ports, "paths": Paths, "bypass": Bypass}
+#: What the sidecar does with TLS to a name the gateway denies (templates/tls_deny/<mode>.yaml):
+#: reset (tunnel at once; the gateway's 403 ends in an RST), read-first (read the ClientHello before the
+#: CONNECT: a FIN), sni (network RBAC on the SNI in the sidecar: a FIN, no tunnel), deny-page (terminate
+#: TLS for denied names with an egress-CA certificate and answer 403 itself).
+TLS_DENY_MODES = ("reset", "read-first", "sni", "deny-page")
 _LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
 
 
@@ -304,6 +311,13 @@ def validate(s: Settings) -> None:
         if not isinstance(v, bool):
             raise bad(f"bypass.{f.name}", v, "must be true or false (YAML booleans, without quotes)")
     _validate_envoy_install(s, bad)
+    if s.tls_deny not in TLS_DENY_MODES:
+        raise bad(
+            "tls_deny",
+            s.tls_deny,
+            f"is not a mode the sidecar knows; choose one of {', '.join(TLS_DENY_MODES)} "
+            "(reset is the original write-up)",
+        )
     if s.log_level not in _LEVELS:
         raise bad("log_level", s.log_level, f"must be one of {', '.join(_LEVELS)}")
     if set(s.base_ids) != {"sidecar", "igw", "igw_http"}:

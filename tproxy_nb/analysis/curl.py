@@ -21,7 +21,9 @@ from ..settings import Settings
 
 #: Separates the response body from curl's JSON write-out on stdout.
 MARKER = "\n__TPROXY_NB_CURL__"
-OUTCOMES = ("allowed", "denied", "reset", "error")
+#: What the client saw: a 2xx; a 403 (from the gateway, or a deny page); an RST; an end without any status
+#: (FIN, empty reply, TLS EOF); a certificate it does not trust; anything else.
+OUTCOMES = ("allowed", "denied", "reset", "closed", "untrusted", "error")
 #: Timing fields of curl's write-out, in seconds.
 TIMING_FIELDS = (
     "time_namelookup",
@@ -44,20 +46,49 @@ class Case:
     expected: str  # one of OUTCOMES
 
 
-def cases(s: Settings) -> list[Case]:
-    """The four cases: allowed and denied host, over HTTP and HTTPS."""
+#: What the client sees of a denied HTTPS site under each ``tls_deny`` mode (FACTS measured on the lab):
+#: reset: an RST; read-first and sni: a FIN (SSL_ERROR_SYSCALL); deny-page: the egress CA's certificate,
+#: which the client does not trust (exit 60) unless told to (then the sidecar's own 403).
+DENIED_HTTPS = {"reset": "reset", "read-first": "closed", "sni": "closed", "deny-page": "untrusted"}
+
+
+def cases(s: Settings, explicit_proxy: bool = False, trust_egress_ca: bool = False) -> list[Case]:
+    """The four cases: allowed and denied host, over HTTP and HTTPS, with what ``s.tls_deny`` makes of them.
+
+    explicit_proxy: the app uses the sidecar as its proxy (``curl -x``): a denied HTTPS site gets a 403
+      to its CONNECT, whatever the mode.
+    trust_egress_ca: the client trusts the egress CA (``deny-page`` then shows its 403).
+
+    Example: ``[c.expected for c in cases(s.replace(tls_deny="sni"))]``
+    -> ``["allowed", "denied", "allowed", "closed"]``.
+    """
     ok, bad = s.allowed_hosts[0], (s.denied_examples or ("www.lyft.com",))[0]
+    allowed = bad in s.allowed_hosts
+    https_denied = DENIED_HTTPS[s.tls_deny]
+    if explicit_proxy or (https_denied == "untrusted" and trust_egress_ca):
+        https_denied = "denied"
     return [
         Case("http allowed", f"http://{ok}/", "allowed"),
-        Case("http denied", f"http://{bad}/", "allowed" if bad in s.allowed_hosts else "denied"),
+        Case("http denied", f"http://{bad}/", "allowed" if allowed else "denied"),
         Case("https allowed", f"https://{ok}/", "allowed"),
-        Case("https denied", f"https://{bad}/", "allowed" if bad in s.allowed_hosts else "reset"),
+        Case("https denied", f"https://{bad}/", "allowed" if allowed else https_denied),
     ]
 
 
-def curl_command(url: str, max_time: float = 10) -> list[str]:
-    """The curl invocation: body, then a marker, then curl's own JSON about the transfer."""
-    return ["curl", "-sS", "--max-time", f"{max_time:g}", "-w", MARKER.replace("\n", "\\n") + "%{json}", url]
+def curl_command(url: str, max_time: float = 10, proxy: str | None = None, cacert_stdin: bool = False) -> list[str]:
+    """The curl invocation: body, then a marker, then curl's own JSON about the transfer.
+
+    proxy: an explicit proxy URL (``-x``); None: the transparent path.
+    cacert_stdin: trust only the CA certificate fed on standard input (the egress CA).
+
+    Example: ``curl_command("https://www.lyft.com/", proxy="http://127.0.0.1:12008")[:4]``.
+    """
+    extra = ["-x", proxy] if proxy else []
+    cmd = ["curl", "-sS", "--max-time", f"{max_time:g}", *extra, "-w", MARKER.replace("\n", "\\n") + "%{json}", url]
+    if cacert_stdin:
+        # Standard input over SSH is a socket that curl cannot open as /dev/stdin: bash hands it a pipe.
+        return ["bash", "-c", 'exec "$@" --cacert <(cat)', "curl-trusting-stdin", *cmd]
+    return cmd
 
 
 def parse_output(stdout: str, stderr: str, exit_code: int) -> dict:
@@ -72,22 +103,45 @@ def parse_output(stdout: str, stderr: str, exit_code: int) -> dict:
         info = json.loads(meta) if meta.strip() else {}
     except json.JSONDecodeError:
         info = {}
-    error = stderr.strip().splitlines()[-1] if stderr.strip() else (info.get("errormsg") or "")
+    lines = stderr.strip().splitlines()
+    # curl's own error line ("curl: (60) ..."); after exit 60 it prints advice below it.
+    ours = [x for x in lines if x.startswith("curl: (")]
+    error = (ours or lines)[-1] if lines else (info.get("errormsg") or "")
     return {**info, "body": body, "exit_code": exit_code, "error": error or None}
 
 
 def classify(http_code: int | None, exit_code: int, error: str | None = None) -> str:
-    """``allowed`` (2xx), ``denied`` (403), ``reset`` (connection reset: curl exit 35 or 56) or ``error``.
+    """What the client saw, decided from curl's exit code first and its message second.
+
+    ``allowed`` (2xx), ``denied`` (a 403: a response, or an explicit proxy refusing the CONNECT),
+    ``reset`` (exit 35/56 with "reset": an RST), ``closed`` (ended without a status: exit 52 empty
+    reply, exit 35/56 with SSL_ERROR_SYSCALL or an unexpected EOF: a FIN), ``untrusted`` (exit 60:
+    certificate not trusted) or ``error`` (refused, timed out, anything else).
 
     Example: ``classify(0, 35, "Recv failure: Connection reset by peer")`` -> ``"reset"``.
     """
-    if exit_code == 0 and http_code is not None and 200 <= http_code < 300:
-        return "allowed"
-    if exit_code == 0 and http_code == 403:
+    text = (error or "").lower()
+    if exit_code == 0:
+        if http_code is not None and 200 <= http_code < 300:
+            return "allowed"
+        return "denied" if http_code == 403 else "error"
+    if exit_code == 60:
+        return "untrusted"
+    if exit_code == 52:
+        return "closed"
+    if exit_code not in (35, 56):
+        return "error"
+    if exit_code == 56 and "connect tunnel failed, response 403" in text:
         return "denied"
-    if exit_code in (35, 56) and (error is None or "reset" in error.lower()):
+    if "reset" in text:
         return "reset"
+    if any(m in text for m in _CLOSED_MESSAGES):
+        return "closed"
     return "error"
+
+
+#: curl 7.88 / OpenSSL 3.0 messages of a connection the peer closed with a FIN before any status.
+_CLOSED_MESSAGES = ("ssl_error_syscall", "unexpected eof", "connection closed", "empty reply")
 
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:
@@ -96,6 +150,7 @@ def to_frame(rows: list[dict]) -> pd.DataFrame:
     first = [
         "case",
         "run",
+        "mode",
         "user",
         "url",
         "outcome",
@@ -160,10 +215,12 @@ def outcome_table(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_records(df: pd.DataFrame) -> list[dict]:
-    """The JSON shape of ``tproxy-nb check --json``: case, url, outcome, http_code, exit_code, error, timings (s)."""
+    """The JSON shape of ``tproxy-nb check --json``: case, url, mode (``tls_deny``), outcome, expected,
+    http_code, exit_code, error, timings (s)."""
     out = []
     for _, row in df.iterrows():
-        rec = {k: _plain(row.get(k)) for k in ("case", "url", "outcome", "expected", "http_code", "exit_code", "error")}
+        keys = ("case", "url", "mode", "outcome", "expected", "http_code", "exit_code", "error")
+        rec = {k: _plain(row.get(k)) for k in keys}
         rec["timings"] = {k: _plain(row.get(k)) for k in TIMING_FIELDS}
         out.append(rec)
     return out

@@ -30,7 +30,14 @@ class Figure(_MplFigure):
 
 
 #: One colour per outcome, used the same way in every figure.
-OUTCOME_COLOURS = {"allowed": "#2e7d32", "denied": "#ef6c00", "reset": "#c62828", "error": "#6a1b9a"}
+OUTCOME_COLOURS = {
+    "allowed": "#2e7d32",
+    "denied": "#ef6c00",
+    "reset": "#c62828",
+    "closed": "#f9a825",
+    "untrusted": "#5d4037",
+    "error": "#6a1b9a",
+}
 PHASE_COLOURS = {"dns": "#90caf9", "connect": "#42a5f5", "tls": "#1565c0", "server": "#ffb74d", "transfer": "#8d6e63"}
 #: Lane order of a trace timeline: the request travels top to bottom.
 LANES = ("curl", "sidecar", "igw", "igw_http")

@@ -1,4 +1,4 @@
-"""The chain's certificates: two private CAs, the sidecar's client cert, the gateways' server certs.
+"""The chain's certificates: private CAs, the sidecar's client cert, the gateways' server certs, deny pages.
 
 Two CAs, so each side trusts only what it must: the gateways accept client
 certificates from the *client CA* only, the sidecar accepts server
@@ -13,6 +13,8 @@ Local layout (``certs/`` at the repo root, git-ignored), and what goes where::
     sidecar.pem    sidecar.key       client cert (EKU clientAuth), presented by the sidecar
     igw.pem        igw.key           server cert of the CONNECT gateway
     igw_http.pem   igw_http.key      server cert of the plain-HTTP gateway
+    egress-ca.pem  egress-ca.key     CA of the sidecar's deny pages   (key stays local; tls_deny: deny-page)
+    deny-<name>.pem deny-<name>.key  one server cert per denied example name, signed by the egress CA
 
 Example::
 
@@ -69,6 +71,40 @@ SPECS: tuple[Spec, ...] = (
     Spec("igw_http", "server-ca", GATEWAY_DNS["igw_http"], dns=(GATEWAY_DNS["igw_http"],), server=True),
 )
 
+#: The CA that signs the deny-page certificates (tls_deny: deny-page). A client that trusts it can be shown
+#: a 403 for a denied name: the sidecar then impersonates that site, which is what trusting it means.
+EGRESS_CA = Spec("egress-ca", None, "tproxy-nb egress CA")
+
+
+def deny_stem(name: str) -> str:
+    """File stem of the deny-page certificate for the denied host ``name``.
+
+    Example: ``deny_stem("www.lyft.com")`` -> ``"deny-www.lyft.com"``.
+    """
+    return f"deny-{name}"
+
+
+def specs(settings: Settings | None = None) -> tuple[Spec, ...]:
+    """Every certificate the chain needs: :data:`SPECS`, the egress CA and one deny-page cert per denied example.
+
+    Example: ``[x.name for x in specs(Settings())][-2:]`` -> ``["egress-ca", "deny-www.lyft.com"]``.
+    """
+    names = (settings or Settings()).denied_examples
+    deny = tuple(Spec(deny_stem(n), EGRESS_CA.name, n, dns=(n,), server=True) for n in names)
+    return SPECS + (EGRESS_CA,) + deny
+
+
+def upload_files(settings: Settings | None = None) -> tuple[tuple[str, int], ...]:
+    """:data:`UPLOAD` plus each deny-page certificate and key (never a CA key).
+
+    Example: ``upload_files(Settings())[-1]`` -> ``("deny-www.lyft.com.key", 0o400)``.
+    """
+    names = (settings or Settings()).denied_examples
+    return UPLOAD + tuple(
+        (f"{deny_stem(n)}.{ext}", mode) for n in names for ext, mode in (("pem", 0o644), ("key", 0o400))
+    )
+
+
 #: What Envoy reads on the target: (file, mode). CA keys are deliberately absent.
 UPLOAD: tuple[tuple[str, int], ...] = (
     ("client-ca.pem", 0o644),
@@ -117,6 +153,15 @@ def remote_paths(settings: Settings) -> dict[str, str]:
     }
 
 
+def deny_paths(settings: Settings, name: str) -> dict[str, str]:
+    """Where the sidecar finds the deny-page certificate and key of the denied host ``name``.
+
+    Example: ``deny_paths(s, "www.lyft.com")["deny_cert"]`` -> ``"/opt/tproxy-nb/certs/deny-www.lyft.com.pem"``.
+    """
+    stem = f"{settings.paths.certs}/{deny_stem(name)}"
+    return {"deny_cert": f"{stem}.pem", "deny_key": f"{stem}.key"}
+
+
 def _usable(pair: pki.KeyPair, spec: Spec, ca: pki.KeyPair | None) -> bool:
     """True when an existing pair still fits ``spec``: key matches, not expiring, signed by ``ca``, right SANs."""
     pub = serialization.PublicFormat.SubjectPublicKeyInfo
@@ -157,8 +202,8 @@ def _load(directory: Path, name: str) -> pki.KeyPair | None:
         return None
 
 
-def _walk(directory: Path, make: bool):
-    """Go through :data:`SPECS` in order, yielding ``(spec, pair, remade)``; with ``make``, (re)make what needs it.
+def _walk(directory: Path, make: bool, settings: Settings | None = None):
+    """Go through :func:`specs` in order, yielding ``(spec, pair, remade)``; with ``make``, (re)make what needs it.
 
     A certificate needs (re)making when a file is missing or unreadable, it expires within
     ``RENEW_DAYS``, its key does not match, its SANs changed, or its CA is (re)made. Without
@@ -166,7 +211,7 @@ def _walk(directory: Path, make: bool):
     """
     pairs: dict[str, pki.KeyPair | None] = {}
     remade: dict[str, bool] = {}
-    for spec in SPECS:
+    for spec in specs(settings):
         ca = pairs.get(spec.issuer) if spec.issuer else None
         pair = _load(directory, spec.name)
         need = pair is None or bool(spec.issuer and remade[spec.issuer]) or not _usable(pair, spec, ca)
@@ -191,15 +236,17 @@ def _walk(directory: Path, make: bool):
         yield spec, pair, need
 
 
-def to_make(local_dir: str | os.PathLike | None) -> tuple[str, ...]:
+def to_make(local_dir: str | os.PathLike | None, settings: Settings | None = None) -> tuple[str, ...]:
     """The certificates :func:`generate` would (re)make in ``local_dir``, in order; writes nothing.
 
     local_dir: the local directory (None: :func:`default_dir`); it need not exist.
+    settings: the denied examples (one deny-page certificate each); None: the defaults.
 
-    Example: ``to_make("/nonexistent")`` -> ``("client-ca", "server-ca", "sidecar", "igw", "igw_http")``.
+    Example: ``to_make("/nonexistent")`` -> ``("client-ca", "server-ca", "sidecar", "igw", "igw_http",
+    "egress-ca", "deny-www.lyft.com")``.
     """
     directory = Path(local_dir) if local_dir is not None else default_dir()
-    return tuple(spec.name for spec, _pair, need in _walk(directory, make=False) if need)
+    return tuple(spec.name for spec, _pair, need in _walk(directory, make=False, settings=settings) if need)
 
 
 def generate(local_dir: str | os.PathLike | None, settings: Settings | None = None) -> dict[str, dict]:
@@ -208,7 +255,7 @@ def generate(local_dir: str | os.PathLike | None, settings: Settings | None = No
     What is (re)made is what :func:`to_make` says. Keys are written 0600, the directory 0700.
 
     local_dir: where to keep the files (None: :func:`default_dir`).
-    settings: accepted for a uniform step signature; the identities are fixed in ``SPECS``.
+    settings: the denied examples (one deny-page certificate each); None: the defaults.
 
     Returns ``{name: {"cert", "key", "created", "not_after", "sans"}}``.
 
@@ -218,7 +265,7 @@ def generate(local_dir: str | os.PathLike | None, settings: Settings | None = No
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     out: dict[str, dict] = {}
-    for spec, pair, created in _walk(directory, make=True):
+    for spec, pair, created in _walk(directory, make=True, settings=settings):
         assert pair is not None
         out[spec.name] = {
             "cert": str(directory / f"{spec.name}.pem"),

@@ -41,9 +41,18 @@ TEMPLATES = resources.files(__package__) / "templates"
 READY_TIMEOUT_S = 30
 STOP_TIMEOUT_S = 10
 
-# Placeholders that stand alone on a line and take a multi-line YAML block,
-# indented like the placeholder.
-_BLOCKS = ("access_log_format", "rbac_policies")
+#: Which fragments (``templates/tls_deny/<file>.yaml``) each ``tls_deny`` mode puts where in the sidecar
+#: template: filter chains of its own, a filter in front of tcp_proxy, fields of tcp_proxy. reset adds nothing;
+#: sni builds on read-first, because tcp_proxy stops reading until its tunnel is up: without it the RBAC
+#: filter would see the ClientHello only after the gateway's 403.
+TLS_DENY_FRAGMENTS: dict[str, dict[str, str]] = {
+    "reset": {},
+    "read-first": {"tls_deny_tcp_proxy": "read-first"},
+    "sni": {"tls_deny_filters": "sni", "tls_deny_tcp_proxy": "read-first"},
+    "deny-page": {"tls_deny_chains": "deny-page"},
+}
+_TLS_DENY_SLOTS = ("tls_deny_chains", "tls_deny_filters", "tls_deny_tcp_proxy")
+
 
 #: The access log's ``json_format``: key -> Envoy command operator. The config
 #: templates render exactly this; :func:`parse_access_log` reads it back.
@@ -61,6 +70,11 @@ ACCESS_LOG_FORMAT = {
     "response_flags": "%RESPONSE_FLAGS%",
     "response_code_details": "%RESPONSE_CODE_DETAILS%",
     "connection_termination_details": "%CONNECTION_TERMINATION_DETAILS%",
+    # Why the upstream connection failed; Envoy 1.40 writes the gateway's refusal of a CONNECT here
+    # ("tunnel_response:403"), which the sidecar otherwise logs only as the flag UF.
+    "upstream_transport_failure_reason": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+    # Why Envoy itself closed the app's connection, when it did.
+    "downstream_local_close_reason": "%DOWNSTREAM_LOCAL_CLOSE_REASON%",
     "requested_server_name": "%REQUESTED_SERVER_NAME%",
     "duration_ms": "%DURATION%",
     "bytes_received": "%BYTES_RECEIVED%",
@@ -123,7 +137,11 @@ def listen_ports(settings: Settings, name: str) -> dict[str, int]:
     """
     p = settings.ports
     own = {
-        "sidecar": {"http_redirect": p.http_redirect, "tls_redirect": p.tls_redirect},
+        "sidecar": {
+            "http_redirect": p.http_redirect,
+            "tls_redirect": p.tls_redirect,
+            "explicit_proxy": p.explicit_proxy,
+        },
         "igw": {"igw": p.igw},
         "igw_http": {"igw_http": p.igw_http},
     }[_check_name(name)]
@@ -204,6 +222,8 @@ def template_values(settings: Settings, name: str) -> dict[str, str]:
         "tls_redirect_port": p.tls_redirect,
         "igw_port": p.igw,
         "igw_http_port": p.igw_http,
+        "explicit_proxy_port": p.explicit_proxy,
+        "tls_deny": settings.tls_deny,
         "access_log_path": log_path(settings, name, access=True),
         "config_path": config_path(settings, name),
         "igw_san": certs.GATEWAY_DNS["igw"],
@@ -218,10 +238,11 @@ def _block(data: dict) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=1000).rstrip("\n")
 
 
-def fill_blocks(template: str, blocks: dict[str, str]) -> str:
+def fill_blocks(template: str, blocks: dict[str, str], escape: bool = True) -> str:
     """Replace each line that holds only ``${name}`` by ``blocks[name]``, indented like that line.
 
-    ``$`` in a block is doubled so the following string.Template pass leaves it alone.
+    escape: double ``$`` in a block so the following string.Template pass leaves it alone (False for
+    template fragments whose placeholders that pass must fill).
 
     Example: ``fill_blocks("a:\\n  ${b}\\n", {"b": "x: 1\\ny: 2"})`` -> ``"a:\\n  x: 1\\n  y: 2\\n"``
     (before the ``$`` unescaping done by string.Template).
@@ -230,24 +251,72 @@ def fill_blocks(template: str, blocks: dict[str, str]) -> str:
         pattern = re.compile(r"^([ \t]*)\$\{" + re.escape(key) + r"\}[ \t]*$", re.M)
 
         def indent(m: re.Match, text=text) -> str:
-            return "\n".join(m[1] + line if line else line for line in text.replace("$", "$$").splitlines())
+            body = text.replace("$", "$$") if escape else text
+            return "\n".join(m[1] + line if line else line for line in body.splitlines())
 
         template = pattern.sub(indent, template)
     return template
 
 
+def sni_policies(allowed_hosts) -> dict:
+    """Network RBAC policies of ``tls_deny: sni``: one per allowed host, on the ClientHello's SNI.
+
+    Example: ``sni_policies(["www.google.com"])["allow-www.google.com"]["permissions"]``
+    -> ``[{"requested_server_name": {"exact": "www.google.com"}}]``.
+    """
+    return {
+        f"allow-{host}": {"permissions": [{"requested_server_name": {"exact": host}}], "principals": [{"any": True}]}
+        for host in allowed_hosts
+    }
+
+
+def denied_names(settings: Settings) -> list[str]:
+    """The denied examples that really are denied (not also allowed): the names a deny page is made for.
+
+    Example: ``denied_names(s)`` -> ``["www.lyft.com"]``.
+    """
+    return [n for n in settings.denied_examples if n not in settings.allowed_hosts]
+
+
+def _fragment(path: str) -> str:
+    return (TEMPLATES / path).read_text()
+
+
+def sidecar_fragments(settings: Settings) -> dict[str, str]:
+    """The sidecar template's insertions: the ``tls_deny`` mode's fragment and the explicit proxy listener.
+
+    Example: ``sidecar_fragments(s.replace(tls_deny="sni"))["tls_deny_filters"].splitlines()[0]``
+    -> ``"# tls_deny: sni (in front of the tcp_proxy of the TLS chain, which reads"``.
+    """
+    out = dict.fromkeys(_TLS_DENY_SLOTS, "")
+    for slot, fragment in TLS_DENY_FRAGMENTS[settings.tls_deny].items():
+        text = _fragment(f"tls_deny/{fragment}.yaml")
+        if fragment == "deny-page":
+            # One filter chain (and certificate) per denied name.
+            text = "\n".join(
+                string.Template(text).safe_substitute(deny_name=n, **certs.deny_paths(settings, n))
+                for n in denied_names(settings)
+            )
+        out[slot] = text
+    out["explicit_proxy_listener"] = _fragment("explicit_proxy.yaml")
+    return out
+
+
 def render(settings: Settings, name: str) -> str:
     """The Envoy config of ``name`` as YAML text, from ``templates/<name>.yaml`` (package data) and the settings.
 
-    settings: ports, paths, allowed hosts.
+    settings: ports, paths, allowed hosts, ``tls_deny`` (the sidecar only).
     name: ``sidecar``, ``igw`` or ``igw_http``.
 
     Example: ``yaml.safe_load(render(s, "igw"))["admin"]``.
     """
     template = (TEMPLATES / f"{_check_name(name)}.yaml").read_text()
+    if name == "sidecar":
+        template = fill_blocks(template, sidecar_fragments(settings), escape=False)
     blocks = {
         "access_log_format": _block(ACCESS_LOG_FORMAT),
         "rbac_policies": _block(rbac_policies(settings.allowed_hosts)),
+        "sni_policies": _block(sni_policies(settings.allowed_hosts)),
     }
     try:
         return string.Template(fill_blocks(template, blocks)).substitute(template_values(settings, name))

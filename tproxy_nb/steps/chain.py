@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..remote.host import Host
 from ..settings import Settings
-from . import envoy_proc, firewall, provision
+from . import envoy_proc, files, firewall, provision
 from .plan import Plan
 
 #: The stages of :func:`up`, in order; ``through`` stops after the one it names.
@@ -68,3 +68,19 @@ def down(host: Host, settings: Settings) -> list[Plan]:
     for plan in provision.plan_remove(host, settings):
         plans.append(plan.apply(host))
     return plans
+
+
+def switch_tls_deny(host: Host, settings: Settings, mode: str) -> tuple[Settings, Plan]:
+    """Flip the sidecar of a running chain to another ``tls_deny`` mode: re-render, restart the sidecar only.
+
+    The gateways keep running (their configs do not depend on the mode); nothing restarts when the
+    sidecar's config is already the mode's. Returns the settings with the new mode and the config plan, as applied.
+
+    Example: ``s2, plan = switch_tls_deny(host, s, "sni"); check.run_cases(host, s2)``.
+    """
+    new = settings.replace(tls_deny=mode)
+    plan = files.plan_configs(host, new).apply(host)
+    if not plan.empty:
+        envoy_proc.stop(host, new, ["sidecar"])
+    envoy_proc.start(host, new, ["sidecar"])
+    return new, plan

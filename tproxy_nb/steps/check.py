@@ -10,13 +10,18 @@ Example::
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
+from ..analysis import packets
 from ..analysis.curl import Case, cases, classify, curl_command, parse_output, to_frame
 from ..errors import StepError
 from ..progress import bar as progress_bar
 from ..remote.host import Host, which
+from ..render import certs
 from ..settings import Settings
+from . import capture, facts
 
 
 def require_curl(host: Host) -> None:
@@ -32,15 +37,46 @@ def require_curl(host: Host) -> None:
 FAMILY_FLAGS = {"ipv4": "-4", "ipv6": "-6"}
 
 
-def run_case(host: Host, case: Case, user: str, max_time: float = 10, family: str | None = None) -> dict:
+def proxy_url(s: Settings) -> str:
+    """The sidecar as an explicit proxy, as the app names it (``curl -x``, ``HTTPS_PROXY``).
+
+    Example: ``proxy_url(s)`` -> ``"http://127.0.0.1:12008"``.
+    """
+    return f"http://127.0.0.1:{s.ports.explicit_proxy}"
+
+
+def egress_ca(certs_dir: str | Path | None = None) -> str:
+    """The egress CA certificate (PEM) from the local certificate directory, for a client told to trust it.
+
+    Example: ``egress_ca().startswith("-----BEGIN CERTIFICATE-----")`` -> True.
+    """
+    path = Path(certs_dir or certs.default_dir()) / f"{certs.EGRESS_CA.name}.pem"
+    if not path.is_file():
+        raise StepError(f"{path} does not exist: provision the chain first (it generates the egress CA).")
+    return path.read_text()
+
+
+def run_case(
+    host: Host,
+    case: Case,
+    user: str,
+    max_time: float = 10,
+    family: str | None = None,
+    proxy: str | None = None,
+    cacert: str | None = None,
+) -> dict:
     """Run one case as ``user`` on the host; return one flat record.
 
     family: ``"ipv4"`` or ``"ipv6"`` makes curl use only that family (``curl -4``/``-6``); None lets curl choose.
+    proxy: an explicit proxy URL (``curl -x``); None: the transparent path.
+    cacert: a CA certificate (PEM) to trust instead of the system's, fed on standard input.
+
+    Example: ``run_case(host, cases(s)[3], s.service.user)["outcome"]`` -> ``"reset"``.
     """
-    cmd = curl_command(case.url, max_time)
+    cmd = curl_command(case.url, max_time, proxy=proxy, cacert_stdin=cacert is not None)
     if family is not None:
-        cmd.insert(1, FAMILY_FLAGS[family])
-    r = host.run(cmd, user=user, check=False, timeout=max_time + 15)
+        cmd.insert(cmd.index("curl") + 1, FAMILY_FLAGS[family])
+    r = host.run(cmd, user=user, check=False, timeout=max_time + 15, stdin=cacert)
     rec = parse_output(r.stdout, r.stderr, r.exit_code)
     code = rec.get("http_code") or None
     rec.update(
@@ -50,6 +86,7 @@ def run_case(host: Host, case: Case, user: str, max_time: float = 10, family: st
         user=user,
         http_code=code,
         outcome=classify(code, r.exit_code, rec["error"]),
+        proxy=proxy,
     )
     rec["as_expected"] = rec["outcome"] == case.expected
     rec["family"] = family
@@ -64,14 +101,19 @@ def run_cases(
     progress: bool = True,
     max_time: float = 10,
     family: str | None = None,
+    explicit_proxy: bool = False,
+    trust_egress_ca: bool = False,
 ) -> pd.DataFrame:
-    """Run the four cases ``repeat`` times each; one row per request.
+    """Run the four cases ``repeat`` times each; one row per request, with the ``tls_deny`` mode in ``mode``.
 
     as_user: ``None`` or ``"service"`` for the service user (through the proxy), ``"envoy"`` for the
-    envoy user (its traffic bypasses the chain, so every case is expected to be ``allowed``).
+      envoy user (its traffic bypasses the chain, so every case is expected to be ``allowed``).
+    explicit_proxy: send the requests to the sidecar's explicit proxy port (``curl -x``).
+    trust_egress_ca: the denied HTTPS request trusts the egress CA only (``--cacert``), so a
+      ``deny-page`` sidecar can show it its 403.
     family: ``"ipv4"``/``"ipv6"`` pins curl to that address family (column ``family``); None: curl's choice.
 
-    Example: ``run_cases(host, s, family="ipv6").outcome`` -- the same four outcomes over IPv6.
+    Example: ``run_cases(host, s, explicit_proxy=True).set_index("case").outcome["https denied"]`` -> ``"denied"``.
     """
     if family is not None and family not in FAMILY_FLAGS:
         raise ValueError(f"family must be one of {', '.join(FAMILY_FLAGS)} or None, not {family!r}")
@@ -79,14 +121,34 @@ def run_cases(
         raise ValueError("repeat must be at least 1")
     require_curl(host)
     user = s.envoy.user if as_user == "envoy" else s.service.user
-    todo = [(i, c) for i in range(repeat) for c in cases(s)]
+    todo = [(i, c) for i in range(repeat) for c in cases(s, explicit_proxy, trust_egress_ca)]
     if as_user == "envoy":
         todo = [(i, Case(c.name, c.url, "allowed")) for i, c in todo]
+    proxy = proxy_url(s) if explicit_proxy else None
+    ca = egress_ca() if trust_egress_ca else None
     rows = []
+    before = facts.tcp_counters(host)
     with progress_bar(total=len(todo), desc=f"curl as {user}", unit="req", disable=not progress) as bar:
         for i, case in todo:
-            rec = run_case(host, case, user, max_time, family)
-            rec["run"] = i
+            cacert = ca if case.name == "https denied" else None
+            rec = run_case(host, case, user, max_time, family, proxy=proxy, cacert=cacert)
+            rec.update(run=i, mode=s.tls_deny, egress_ca_trusted=cacert is not None)
+            # What the kernel did for this request: an RST for a socket closed with unread data counts here.
+            after = facts.tcp_counters(host)
+            rec.update({k: after.get(k, 0) - before.get(k, 0) for k in facts.ABORT_COUNTERS})
+            before = after
             rows.append(rec)
             bar.update(1)
     return to_frame(rows)
+
+
+def capture_cases(host: Host, s: Settings, **kwargs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`run_cases` with a packet capture on the target's loopback: the requests and their packets.
+
+    kwargs: as :func:`run_cases`. The packets carry the ``case`` and ``run`` of the request they belong to.
+
+    Example: ``df, pk = capture_cases(host, s); packets.endings(pk)``.
+    """
+    with capture.capturing(host, s) as cap:
+        df = run_cases(host, s, **kwargs)
+    return df, packets.label_cases(packets.parse_tcpdump(cap.text), df)

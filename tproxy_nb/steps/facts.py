@@ -8,6 +8,8 @@ The planners never touch the host; they take these facts. One round trip per fac
   (:func:`parse_envoy_processes`);
 - :func:`envoy_runs` — ``envoy --version`` (only for ``envoy_install: pip``);
 - :func:`platform` — OS, CPU architecture and C library (:func:`parse_platform`);
+- :func:`tcp_counters` — the kernel's TCP counters of the host's network namespace, ``/proc/net/netstat``
+  (:func:`parse_netstat`; the names ``nstat -az`` prints, e.g. ``TcpExtTCPAbortOnClose``);
 - the nat table: :func:`tproxy_nb.steps.firewall.current_state` (``iptables-save -t nat -c``).
 
 Local facts (this machine): :func:`local_file`. Each command is a fixed script with its inputs as
@@ -277,6 +279,42 @@ def platform(host: Host) -> Platform:
     Example: ``str(platform(host))`` -> ``"Linux x86_64, glibc 2.36"``.
     """
     return parse_platform(host.run(["sh", "-c", PLATFORM_SCRIPT], check=False, timeout=30).stdout)
+
+
+# --------------------------------------------------------------------------- kernel counters
+
+#: The kernel's extended TCP counters; read inside a network namespace it gives that namespace's own.
+NETSTAT_SCRIPT = "cat /proc/net/netstat"
+#: Counters that tell an RST the kernel sent because a socket was closed with unread data in it
+#: (``TCPAbortOnClose``) or got data after close (``TCPAbortOnData``), from Envoy's deliberate resets
+#: (SO_LINGER 0, which count as neither).
+ABORT_COUNTERS = ("TcpExtTCPAbortOnClose", "TcpExtTCPAbortOnData")
+
+
+def parse_netstat(text: str) -> dict[str, int]:
+    """Parse ``/proc/net/netstat`` (pairs of a header line and a value line) into ``nstat`` names.
+
+    Example: ``parse_netstat("TcpExt: TCPAbortOnClose\nTcpExt: 3\n")`` -> ``{"TcpExtTCPAbortOnClose": 3}``.
+    """
+    out: dict[str, int] = {}
+    lines = text.splitlines()
+    for head, values in zip(lines[::2], lines[1::2]):
+        kind, _, names = head.partition(":")
+        kind2, _, numbers = values.partition(":")
+        if kind != kind2:
+            continue
+        for name, value in zip(names.split(), numbers.split()):
+            if value.lstrip("-").isdigit():
+                out[f"{kind}{name}"] = int(value)
+    return out
+
+
+def tcp_counters(host: Host) -> dict[str, int]:
+    """The host's TCP counters now (one command; deltas around a request tell what the kernel did).
+
+    Example: ``tcp_counters(host)["TcpExtTCPAbortOnClose"]`` -> ``12``.
+    """
+    return parse_netstat(host.run(["cat", "/proc/net/netstat"], check=False, timeout=30).stdout)
 
 
 # --------------------------------------------------------------------------- local

@@ -169,14 +169,17 @@ class LocalCerts:
     files: dict[str, LocalFile]
 
 
-def local_certs(local_dir: str | os.PathLike | None = None) -> LocalCerts:
+def local_certs(local_dir: str | os.PathLike | None = None, settings: Settings | None = None) -> LocalCerts:
     """Read (never write) the local certificate directory (None: :func:`~tproxy_nb.render.certs.default_dir`).
+
+    settings: the denied examples (one deny-page certificate each); None: the defaults.
 
     Example: ``local_certs("/nonexistent").remake`` -> every certificate.
     """
     directory = Path(local_dir) if local_dir is not None else certs.default_dir()
-    remake = certs.to_make(directory)
-    kept = {f: facts.local_file(directory / f) for f, _ in certs.UPLOAD if _stem(f) not in remake}
+    remake = certs.to_make(directory, settings)
+    files = certs.upload_files(settings)
+    kept = {f: facts.local_file(directory / f) for f, _ in files if _stem(f) not in remake}
     return LocalCerts(str(directory), remake, kept)
 
 
@@ -186,7 +189,7 @@ def _stem(filename: str) -> str:
 
 def cert_paths(s: Settings) -> list[str]:
     """Where the uploaded certificate files live on the target."""
-    return [f"{s.paths.certs}/{f}" for f, _ in certs.UPLOAD]
+    return [f"{s.paths.certs}/{f}" for f, _ in certs.upload_files(s)]
 
 
 def plan_certs(state: dict[str, FileState | None], s: Settings, local: LocalCerts) -> Plan:
@@ -205,12 +208,12 @@ def plan_certs(state: dict[str, FileState | None], s: Settings, local: LocalCert
     if local.remake:
         plan.add(
             "generate certificates locally (private keys 0600; the CA keys never leave this machine)",
-            GenerateCerts(local.directory, local.remake),
+            GenerateCerts(local.directory, local.remake, s.denied_examples),
         )
     else:
         plan.note(f"local certificates in {local.directory} are valid")
     owner, group = s.envoy.user, s.envoy.group
-    for filename, mode in certs.UPLOAD:
+    for filename, mode in certs.upload_files(s):
         remote = f"{s.paths.certs}/{filename}"
         if _stem(filename) in local.remake:
             upload = Upload(remote, mode, owner, group, source=str(Path(local.directory) / filename), label=filename)
@@ -235,7 +238,7 @@ def plan_upload(host: Host, settings: Settings, local_dir: str | os.PathLike | N
 
     Example: ``print(plan_upload(host, s)); plan_upload(host, s).apply(host)``.
     """
-    return plan_certs(facts.files(host, cert_paths(settings)), settings, local_certs(local_dir))
+    return plan_certs(facts.files(host, cert_paths(settings)), settings, local_certs(local_dir, settings))
 
 
 # --------------------------------------------------------------------------- configs

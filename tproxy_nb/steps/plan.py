@@ -167,18 +167,25 @@ class GenerateCerts:
 
     local_dir: the local certificate directory.
     names: the certificates that will be (re)made (file stems, e.g. ``"igw"``).
+    denied: the denied example names, one deny-page certificate each.
 
-    Example: ``GenerateCerts("certs", ("client-ca", "sidecar"))``.
+    Example: ``GenerateCerts("certs", ("client-ca", "sidecar"), ("www.lyft.com",))``.
     """
 
     local_dir: str
     names: tuple[str, ...]
+    denied: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
         return [f"(local) generate {', '.join(self.names)} in {self.local_dir}"]
 
     def to_dict(self) -> dict:
-        return {"kind": "generate_certs", "local_dir": self.local_dir, "names": list(self.names)}
+        return {
+            "kind": "generate_certs",
+            "local_dir": self.local_dir,
+            "names": list(self.names),
+            "denied": list(self.denied),
+        }
 
 
 @dataclass(frozen=True)
@@ -256,6 +263,7 @@ def execute(host: Host, action: Action, timeout: float = 300) -> None:
     """
     # Imported here: these modules import this one for Plan.
     from ..render import certs
+    from ..settings import Settings
     from . import envoy_binary, envoy_proc, guard
 
     if isinstance(action, Run):
@@ -278,7 +286,7 @@ def execute(host: Host, action: Action, timeout: float = 300) -> None:
         else:
             guard.restore(host, action.text, family=action.family)
     elif isinstance(action, GenerateCerts):
-        certs.generate(Path(action.local_dir))
+        certs.generate(Path(action.local_dir), Settings().replace(denied_examples=action.denied))
     elif isinstance(action, Compress):
         envoy_binary.compress(action.source, action.dest)
     elif isinstance(action, StartEnvoys):
