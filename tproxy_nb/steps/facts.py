@@ -7,6 +7,7 @@ The planners never touch the host; they take these facts. One round trip per fac
 - :func:`envoy_processes` — per Envoy: recorded PID, its command line, ``pgrep`` matches, ``/ready``
   (:func:`parse_envoy_processes`);
 - :func:`envoy_runs` — ``envoy --version`` (only for ``envoy_install: pip``);
+- :func:`platform` — OS, CPU architecture and C library (:func:`parse_platform`);
 - :func:`tcp_counters` — the kernel's TCP counters of the host's network namespace, ``/proc/net/netstat``
   (:func:`parse_netstat`; the names ``nstat -az`` prints, e.g. ``TcpExtTCPAbortOnClose``);
 - the nat table: :func:`tproxy_nb.steps.firewall.current_state` (``iptables-save -t nat -c``).
@@ -23,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,6 +233,52 @@ def envoy_runs(host: Host, settings: Settings) -> str | None:
     r = host.run([settings.paths.envoy, "--version"], sudo=True, check=False, timeout=60)
     text = (r.stdout.strip() or r.stderr.strip()).splitlines()
     return text[0] if r.ok and text else None
+
+
+# --------------------------------------------------------------------------- platform
+
+#: Three lines: kernel (``uname -s``), machine (``uname -m``), C library (glibc's ``getconf``, else the
+#: first line ``ldd --version`` prints: musl names itself there).
+PLATFORM_SCRIPT = "uname -s; uname -m; getconf GNU_LIBC_VERSION 2>/dev/null || ldd --version 2>&1 | head -n 1; true"
+
+
+@dataclass(frozen=True)
+class Platform:
+    """What a host runs: ``os`` (``Linux``), ``arch`` (``uname -m``: ``x86_64``, ``aarch64``), ``libc``
+    (``glibc``, ``musl`` or ``unknown``) and ``glibc`` (its version as a tuple, None unless glibc)."""
+
+    os: str
+    arch: str
+    libc: str = "unknown"
+    glibc: tuple[int, ...] | None = None
+
+    def __str__(self) -> str:
+        libc = f"glibc {'.'.join(map(str, self.glibc))}" if self.glibc else self.libc
+        return f"{self.os} {self.arch}, {libc}"
+
+
+def parse_platform(text: str) -> Platform:
+    """Parse :data:`PLATFORM_SCRIPT` output (missing lines read as ``unknown``).
+
+    Example: ``parse_platform("Linux\\nx86_64\\nglibc 2.36\\n").glibc`` -> ``(2, 36)``.
+    """
+    lines = [line.strip() for line in text.splitlines()] + ["", "", ""]
+    os_, arch, libc_line = lines[0] or "unknown", lines[1] or "unknown", lines[2]
+    low = libc_line.lower()
+    if "musl" in low:
+        return Platform(os_, arch, "musl")
+    m = re.search(r"(?:glibc|gnu libc|gnu c library)\D*(\d+)\.(\d+)", low)
+    if m is None:
+        return Platform(os_, arch)
+    return Platform(os_, arch, "glibc", (int(m[1]), int(m[2])))
+
+
+def platform(host: Host) -> Platform:
+    """The host's OS, CPU architecture and C library (one command, read-only, no sudo).
+
+    Example: ``str(platform(host))`` -> ``"Linux x86_64, glibc 2.36"``.
+    """
+    return parse_platform(host.run(["sh", "-c", PLATFORM_SCRIPT], check=False, timeout=30).stdout)
 
 
 # --------------------------------------------------------------------------- kernel counters

