@@ -85,7 +85,7 @@ ACCESS_LOG_FORMAT = {
 # --------------------------------------------------------------------------- pure: names and paths
 
 
-def _check_name(name: str) -> str:
+def check_name(name: str) -> str:
     if name not in NAMES:
         raise StepError(f"Unknown Envoy {name!r}; the chain has {', '.join(NAMES)}.")
     return name
@@ -96,7 +96,7 @@ def config_path(settings: Settings, name: str) -> str:
 
     Example: ``config_path(s, "igw")`` -> ``"/opt/tproxy-nb/etc/igw.yaml"``.
     """
-    return f"{settings.paths.etc}/{_check_name(name)}.yaml"
+    return f"{settings.paths.etc}/{check_name(name)}.yaml"
 
 
 def log_path(settings: Settings, name: str, access: bool = False) -> str:
@@ -104,17 +104,17 @@ def log_path(settings: Settings, name: str, access: bool = False) -> str:
 
     Example: ``log_path(s, "sidecar", access=True)`` -> ``"/opt/tproxy-nb/log/sidecar.access.log"``.
     """
-    return f"{settings.paths.log}/{_check_name(name)}{'.access' if access else ''}.log"
+    return f"{settings.paths.log}/{check_name(name)}{'.access' if access else ''}.log"
 
 
 def out_path(settings: Settings, name: str) -> str:
     """Stdout/stderr of the process: errors printed before ``--log-path`` is open land here."""
-    return f"{settings.paths.log}/{_check_name(name)}.out"
+    return f"{settings.paths.log}/{check_name(name)}.out"
 
 
 def pid_path(settings: Settings, name: str) -> str:
     """The file holding the PID of the running Envoy ``name``."""
-    return f"{settings.paths.run}/{_check_name(name)}.pid"
+    return f"{settings.paths.run}/{check_name(name)}.pid"
 
 
 def shm_path(settings: Settings, name: str) -> str:
@@ -122,12 +122,12 @@ def shm_path(settings: Settings, name: str) -> str:
 
     Example: ``shm_path(s, "sidecar")`` -> ``"/dev/shm/envoy_shared_memory_110"``.
     """
-    return f"{SHM_DIR}/{shm_name(settings.base_ids[_check_name(name)])}"
+    return f"{SHM_DIR}/{shm_name(settings.base_ids[check_name(name)])}"
 
 
 def admin_port(settings: Settings, name: str) -> int:
     """The admin port of ``name`` (on 127.0.0.1 of the target)."""
-    return getattr(settings.ports, f"admin_{_check_name(name)}")
+    return getattr(settings.ports, f"admin_{check_name(name)}")
 
 
 def listen_ports(settings: Settings, name: str) -> dict[str, int]:
@@ -144,7 +144,7 @@ def listen_ports(settings: Settings, name: str) -> dict[str, int]:
         },
         "igw": {"igw": p.igw},
         "igw_http": {"igw_http": p.igw_http},
-    }[_check_name(name)]
+    }[check_name(name)]
     return {**own, f"admin_{name}": admin_port(settings, name)}
 
 
@@ -310,7 +310,7 @@ def render(settings: Settings, name: str) -> str:
 
     Example: ``yaml.safe_load(render(s, "igw"))["admin"]``.
     """
-    template = (TEMPLATES / f"{_check_name(name)}.yaml").read_text()
+    template = (TEMPLATES / f"{check_name(name)}.yaml").read_text()
     if name == "sidecar":
         template = fill_blocks(template, sidecar_fragments(settings), escape=False)
     blocks = {

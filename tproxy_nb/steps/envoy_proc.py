@@ -25,8 +25,8 @@ from ..render.envoy import (
     NAMES,
     READY_TIMEOUT_S,
     STOP_TIMEOUT_S,
-    _check_name,
     admin_port,
+    check_name,
     config_path,
     launch_script,
     listen_ports,
@@ -48,7 +48,7 @@ from .plan import Plan, StartEnvoys, StopEnvoys
 def _names(names) -> tuple[str, ...]:
     names = (names,) if isinstance(names, str) else tuple(names)
     for n in names:
-        _check_name(n)
+        check_name(n)
     return names
 
 
