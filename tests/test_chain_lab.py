@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 
 from tproxy_nb.analysis.curl import cases, curl_command, parse_output
+from tproxy_nb.errors import StepError
 from tproxy_nb.steps import chain as egress
 from tproxy_nb.steps import check, envoy_proc, files, firewall, provision
 
@@ -69,11 +70,24 @@ def test_root_bypasses_the_chain_only_while_bypass_root_is_on(host, chain):
     assert firewall.plan_apply(host, chain).empty
 
 
-def test_the_gateway_log_holds_the_rbac_deny_and_the_403(host, chain):
-    check.run_cases(host, chain, progress=False)
-    text = envoy_proc.logs(host, chain, "igw")
-    assert "enforced denied" in text
-    assert "':status', '403'" in text and "'connection', 'close'" in text
+def test_rbac_verdicts_reach_the_gateway_log_once_switched_on_at_runtime(host, chain):
+    envoy_proc.stop(host, chain, ["igw"])
+    envoy_proc.start(host, chain, ["igw"])  # a fresh start: rbac at info, everything else at debug
+    denied = next(c for c in cases(chain) if c.name == "https denied")
+
+    def new_lines_after_a_denied_request():
+        before = len(envoy_proc.logs(host, chain, "igw").splitlines())
+        assert check.run_case(host, denied, chain.service.user)["outcome"] == "reset"
+        return "\n".join(envoy_proc.logs(host, chain, "igw").splitlines()[before:])
+
+    quiet = new_lines_after_a_denied_request()
+    assert "rbac_access_denied" in quiet and "enforced denied" not in quiet
+    assert envoy_proc.set_log_level(host, chain, "igw", "rbac", "debug")["rbac"] == "debug"
+    loud = new_lines_after_a_denied_request()
+    assert "enforced denied" in loud
+    assert "':status', '403'" in loud and "'connection', 'close'" in loud
+    with pytest.raises(StepError, match="no_such_logger"):
+        envoy_proc.set_log_level(host, chain, "igw", "no_such_logger", "debug")
 
 
 def test_every_step_a_second_time_changes_nothing(host, chain):

@@ -2,8 +2,10 @@
 
 import json
 
+import pandas as pd
 import pytest
 
+from tproxy_nb.analysis import curl
 from tproxy_nb.analysis.curl import MARKER, cases, classify, curl_command, parse_output, phases, to_frame, to_records
 from tproxy_nb.settings import Settings
 
@@ -157,3 +159,25 @@ def test_json_records_have_the_documented_fields():
     assert rec["case"] == "http denied" and rec["http_code"] == 403 and rec["error"] is None
     assert rec["timings"]["time_total"] == 0.002
     json.dumps(rec)
+
+
+def _timed(case_ms: dict[str, list[float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"case": case, "time_total": ms / 1000} for case, values in case_ms.items() for ms in values])
+
+
+def test_time_difference_is_the_median_and_iqr_of_every_pairwise_difference():
+    proxied = _timed({"http allowed": [3.0, 4.0], "https allowed": [50.0, 52.0, 60.0]})
+    direct = _timed({"http allowed": [1.0, 2.0], "https allowed": [40.0]})
+    got = curl.time_difference(proxied, direct, ("proxied", "direct")).set_index("case")
+    assert list(got.index) == ["http allowed", "https allowed"]
+    # http: 3-1, 3-2, 4-1, 4-2 = 2, 1, 3, 2 -> median 2, quartiles 1.75 and 2.25
+    assert got.loc["http allowed", ["proxied ms", "direct ms"]].tolist() == pytest.approx([3.5, 1.5])
+    assert got.loc["http allowed", ["difference ms", "q1 ms", "q3 ms"]].tolist() == pytest.approx([2.0, 1.75, 2.25])
+    assert got.loc["http allowed", "pairs"] == 4
+    assert got.loc["https allowed", ["difference ms", "q1 ms", "q3 ms"]].tolist() == pytest.approx([12.0, 11.0, 16.0])
+
+
+def test_time_difference_of_a_case_missing_on_one_side_is_empty_not_an_error():
+    got = curl.time_difference(_timed({"https denied": [5.0]}), _timed({"http allowed": [1.0]}))
+    assert got["pairs"].tolist() == [0] and pd.isna(got["difference ms"].iloc[0])
+    assert list(got.columns[:3]) == ["case", "a ms", "b ms"]

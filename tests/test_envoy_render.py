@@ -258,6 +258,8 @@ def test_command_and_paths(settings):
     assert cmd[:3] == ["/opt/tproxy-nb/bin/envoy", "-c", "/opt/tproxy-nb/etc/igw.yaml"]
     assert cmd[cmd.index("--base-id") + 1] == "12"
     assert cmd[cmd.index("-l") + 1] == "debug"
+    # RBAC's verdict lines start off, as on a production Envoy; notebook 4 turns them on at runtime.
+    assert cmd[cmd.index("--component-log-level") + 1] == "rbac:info"
     assert cmd[cmd.index("--log-path") + 1] == "/opt/tproxy-nb/log/igw.log"
     assert envoy.shm_path(settings, "sidecar") == "/dev/shm/envoy_shared_memory_110"
     assert envoy.pid_path(settings, "igw_http") == "/opt/tproxy-nb/run/igw_http.pid"
@@ -267,6 +269,20 @@ def test_command_and_paths(settings):
         "explicit_proxy": 12008,
         "admin_sidecar": 9901,
     }
+
+
+@pytest.mark.parametrize(
+    ("level", "switch"),
+    [("trace", ["--component-log-level", "rbac:info"]), ("info", []), ("error", [])],
+)
+def test_rbac_starts_at_info_unless_everything_is_quieter(settings, level, switch):
+    assert envoy.start_levels(settings.replace(log_level=level)) == switch
+
+
+def test_parse_loggers_reads_the_admin_logging_answer():
+    text = "active loggers:\n  admin: info\n  rbac: debug\n  http2: info\n"
+    assert envoy.parse_loggers(text) == {"admin": "info", "rbac": "debug", "http2": "info"}
+    assert envoy.parse_loggers("error: unknown logger name\nusage: /logging?<name>=<level>\n") == {}
 
 
 def test_launch_script_keeps_a_waiting_parent(settings):

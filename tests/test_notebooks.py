@@ -7,6 +7,7 @@ import ast
 import json
 import re
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 
 import jupytext
@@ -15,6 +16,7 @@ import pytest
 
 from tproxy_nb import cli
 from tproxy_nb.present import bundle, report
+from tproxy_nb.settings import TLS_DENY_MODES
 
 REPO = Path(__file__).resolve().parent.parent
 #: Where the lab run's report goes, under the session's base temp: the replay test reads it.
@@ -182,9 +184,14 @@ def test_secret_outputs_are_found_and_scrubbed():
 
 def _html_column(cell, column: str) -> list[str]:
     """The values of ``column`` in the DataFrame a cell displayed (read from its text/html output)."""
+    html = next("".join(o["data"]["text/html"]) for o in cell.get("outputs", []) if "text/html" in o.get("data", {}))
+    return _table_column(html, column)
+
+
+def _table_column(html: str, column: str) -> list[str]:
+    """The values of ``column`` in the first table of ``html`` (a DataFrame as pandas' Styler shows it)."""
     from bs4 import BeautifulSoup  # a dependency of nbconvert
 
-    html = next("".join(o["data"]["text/html"]) for o in cell.get("outputs", []) if "text/html" in o.get("data", {}))
     table = BeautifulSoup(html, "html.parser").find("table")
     header = [th.get_text(strip=True) for th in table.find("thead").find_all("tr")[0].find_all("th")]
     rows = [[c.get_text(strip=True) for c in tr.find_all(["th", "td"])] for tr in table.find("tbody").find_all("tr")]
@@ -230,6 +237,15 @@ def test_run_all_against_the_lab(lab_info, tmp_path_factory, capfd):
     assert index.index("Headline") < index.index("Settings used") < index.index("The notebooks")
     assert "20/20 requests ended as expected" in index and "igw: 5 allowed, 5 denied" in index, index[:3000]
     assert "curl exit 35" in index and "NaN" not in index and "&lt;NA&gt;" not in index
+    # The remedies table notebook 5 measured, in the index: one row per mode and the explicit proxy, each
+    # with curl's exit code and the packets filled in.
+    remedies = index[index.index('<section id="remedies">') :]
+    rows = dict(zip(_table_column(remedies, "remedy"), _table_column(remedies, "curl")))
+    assert set(rows) == {*TLS_DENY_MODES, "deny-page, egress CA trusted", "explicit proxy (curl -x)"}, rows
+    assert all(re.match(r"exit \d+: \S", said) for said in rows.values()), rows
+    assert rows["reset"].startswith("exit 35") and rows["deny-page"].startswith("exit 60"), rows
+    assert rows["explicit proxy (curl -x)"].startswith("exit 56"), rows
+    assert all(_table_column(remedies, "packets")), "a remedy without its packets"
     data = out / "data"
     files = {f["path"] for f in bundle.verify(data)["files"]}
     wanted = {"run.json", "facts.json", "settings.yaml", "curl/results.json", "curl/results.csv", "iptables/nat.rules"}
@@ -279,6 +295,25 @@ def test_a_replay_after_the_lab_is_gone_shows_the_same_outcomes(tmp_path_factory
 
 
 # --------------------------------------------------------------------------- report.run_all without a host
+
+
+def test_the_index_shows_the_remedies_table_notebook_5_displayed(tmp_path):
+    table = "<table><thead><tr><th>remedy</th><th>curl</th></tr></thead><tbody><tr><td>sni</td><td>exit 35: x</td></tr>"
+    cell = nbformat.v4.new_code_cell("table(remedies)", metadata={"tags": ["remedies-table"]})
+    cell.outputs = [nbformat.v4.new_output("execute_result", data={"text/html": table + "</tbody></table>"})]
+    nbformat.write(
+        nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1"), cell]), tmp_path / "05_remedies.ipynb"
+    )
+    section = report.remedies_section(tmp_path)
+    assert section is not None and 'href="05_remedies.html"' in section
+    assert _table_column(section, "curl") == ["exit 35: x"]
+    index = report.render_index(
+        [], target="lab", started=datetime.now(timezone.utc), seconds=1, versions={}, remedies=section
+    )
+    assert index.index("Remedies, measured") < index.index("The notebooks")
+    cell.outputs = []  # the cell did not run: no table, no section
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), tmp_path / "05_remedies.ipynb")
+    assert report.remedies_section(tmp_path) is None and report.remedies_section(tmp_path / "nowhere") is None
 
 
 def warning_lines(stderr: str) -> list[str]:

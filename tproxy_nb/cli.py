@@ -273,6 +273,9 @@ def cmd_trace(args) -> int:
         host = _host(args)
         with host:
             check.require_curl(host)
+            # The gateways start their rbac logger at info; the trace's verdict line needs it at debug.
+            for gateway in ("igw", "igw_http"):
+                envoy_proc.set_log_level(host, settings, gateway, "rbac", "debug")
             result = check.run_case(host, known[args.case], settings.service.user)
             events = trace.trace(result, envoy_proc.fetch_logs(host, settings))  # fetch waits for Envoy's log flush
     print(

@@ -168,7 +168,7 @@ _SECTIONS = {"envoy": Account, "service": Account, "ports": Ports, "paths": Path
 #: CONNECT: a FIN), sni (network RBAC on the SNI in the sidecar: a FIN, no tunnel), deny-page (terminate
 #: TLS for denied names with an egress-CA certificate and answer 403 itself).
 TLS_DENY_MODES = ("reset", "read-first", "sni", "deny-page")
-_LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
+LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
@@ -318,8 +318,8 @@ def validate(s: Settings) -> None:
             f"is not a mode the sidecar knows; choose one of {', '.join(TLS_DENY_MODES)} "
             "(reset is the original write-up)",
         )
-    if s.log_level not in _LEVELS:
-        raise bad("log_level", s.log_level, f"must be one of {', '.join(_LEVELS)}")
+    if s.log_level not in LOG_LEVELS:
+        raise bad("log_level", s.log_level, f"must be one of {', '.join(LOG_LEVELS)}")
     if set(s.base_ids) != {"sidecar", "igw", "igw_http"}:
         raise bad("base_ids", s.base_ids, "must name exactly sidecar, igw and igw_http")
     for name, v in s.base_ids.items():

@@ -50,6 +50,20 @@ class Tutorial:
             return pd.DataFrame({"fact": list(facts), "value": [str(v) for v in facts.values()]})
         return environment(self.host, self.settings)
 
+    def sites_ca(self) -> str | None:
+        """The CA certificate (PEM) that signed the target's sites, to trust alone (``run_cases(cacert=...)``).
+
+        The lab's "public" CA on the lab; None elsewhere: a real host's sites chain to the web PKI, with no
+        single CA to name in advance.
+
+        Example: ``check.run_cases(host, s, cacert=tut.sites_ca())``.
+        """
+        if not is_lab(self.target):
+            return None
+        from . import lab
+
+        return lab.sites_ca()
+
     def recording(self):
         """The recorded run to analyse: the ``replay:DIR`` bundle, else the last run's (``bundle.default_dir()``).
 

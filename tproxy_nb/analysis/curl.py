@@ -234,3 +234,40 @@ def _plain(v):
     if hasattr(v, "item"):
         return v.item()
     return v
+
+
+def time_difference(
+    a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str] = ("a", "b"), column: str = "time_total"
+) -> pd.DataFrame:
+    """How much longer each case takes in ``a`` than in ``b``, in milliseconds: median and IQR of the differences.
+
+    The differences are every request of ``a`` minus every request of ``b`` of the same case: the runs are
+    not paired (any request of one set is as fair a partner as any other), so all pairs count; their median is
+    the Hodges-Lehmann estimate of the shift, their quartiles say how much one request may differ from another.
+
+    a, b: :func:`tproxy_nb.steps.check.run_cases` outputs (``column`` in seconds), e.g. proxied and direct.
+    names: what ``a`` and ``b`` are, for the columns ``<name> ms`` (each side's median).
+
+    Returns one row per case (in ``a``'s order): ``case``, ``<a> ms``, ``<b> ms``, ``difference ms`` (median),
+    ``q1 ms``, ``q3 ms`` (the differences' quartiles), ``pairs``.
+
+    Example: ``time_difference(proxied, direct, ("proxied", "direct")).set_index("case")["difference ms"]``.
+    """
+    rows = []
+    for case in dict.fromkeys(a["case"]):
+        x = a.loc[a["case"] == case, column].astype(float).dropna().to_numpy() * 1000
+        y = b.loc[b["case"] == case, column].astype(float).dropna().to_numpy() * 1000
+        diffs = pd.Series((x[:, None] - y[None, :]).ravel(), dtype="float64")
+        rows.append(
+            {
+                "case": case,
+                f"{names[0]} ms": float(pd.Series(x, dtype="float64").median()),
+                f"{names[1]} ms": float(pd.Series(y, dtype="float64").median()),
+                "difference ms": float(diffs.median()),
+                "q1 ms": float(diffs.quantile(0.25)),
+                "q3 ms": float(diffs.quantile(0.75)),
+                "pairs": len(diffs),
+            }
+        )
+    columns = ["case", f"{names[0]} ms", f"{names[1]} ms", "difference ms", "q1 ms", "q3 ms", "pairs"]
+    return pd.DataFrame(rows, columns=columns)

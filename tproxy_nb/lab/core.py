@@ -224,6 +224,16 @@ def status() -> LabInfo:
     )
 
 
+def sites_ca() -> str:
+    """The lab's "public" CA certificate (PEM), which signed the stand-in sites and which the host trusts.
+
+    A client told to trust it alone (``curl --cacert``) skips parsing the host's whole CA bundle.
+
+    Example: ``sites_ca().startswith("-----BEGIN CERTIFICATE-----")`` -> True.
+    """
+    return (STATE_DIR / "ca.crt").read_text()
+
+
 # --------------------------------------------------------------------------- up
 
 

@@ -16,8 +16,9 @@ import io
 import pandas as pd
 from matplotlib.figure import Figure as _MplFigure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-from ..analysis.curl import PHASES
+from ..analysis.curl import PHASES, time_difference
 
 
 class Figure(_MplFigure):
@@ -71,6 +72,9 @@ def phase_breakdown(phases: pd.DataFrame, title: str = "Where the time goes (med
 def timing_distribution(df: pd.DataFrame, title: str = "Total time per request") -> Figure:
     """Each request's total time as a dot, one row per case, coloured by outcome, with the median marked.
 
+    The time axis is logarithmic: an HTTP request's few milliseconds stay readable beside an HTTPS
+    request's tens.
+
     df: output of :func:`tproxy_nb.steps.check.run_cases` (``time_total`` in seconds).
     """
     cases = _case_order(df)
@@ -84,7 +88,12 @@ def timing_distribution(df: pd.DataFrame, title: str = "Total time per request")
         ax.plot([ms.median()] * 2, [i - 0.3, i + 0.3], color="black", lw=1.5)
     ax.set_yticks(range(len(cases)), cases)
     ax.invert_yaxis()
-    ax.set_xlabel("milliseconds (black bar: median)")
+    ax.set_xscale("log")
+    # Ticks at 1, 2, 5, 10, 20, 50...: plain milliseconds, not powers of ten.
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("milliseconds, log scale (black bar: median)")
     ax.set_title(title)
     handles = [
         Line2D([], [], marker="o", ls="", color=c, label=o)
@@ -97,24 +106,41 @@ def timing_distribution(df: pd.DataFrame, title: str = "Total time per request")
 
 
 def proxied_vs_direct(
-    proxied: pd.DataFrame, direct: pd.DataFrame, title: str = "Proxied (service user) vs direct (envoy user)"
+    proxied: pd.DataFrame, direct: pd.DataFrame, title: str = "What the proxy costs: proxied (service user) vs direct"
 ) -> Figure:
-    """Grouped bars of median total milliseconds per case: through the chain and bypassing it.
+    """One panel per case, each on its own millisecond axis: every request direct and proxied, medians marked.
+
+    Each panel's title states the proxy's cost, proxied − direct, as the median and IQR of
+    :func:`tproxy_nb.analysis.curl.time_difference`. Own axes per case keep the few milliseconds of
+    an HTTP request readable beside the tens of an HTTPS one.
 
     proxied, direct: :func:`tproxy_nb.steps.check.run_cases` as the service user and with ``as_user="envoy"``.
+
+    Example: ``proxied_vs_direct(results, as_envoy).axes[0].get_title()``
+    -> ``"http allowed\n+1.9 ms (IQR 1.5 to 2.4)"``.
     """
     cases = _case_order(proxied)
-    p = proxied.groupby("case", sort=False)["time_total"].median().reindex(cases) * 1000
-    d = direct.groupby("case", sort=False)["time_total"].median().reindex(cases) * 1000
-    fig = Figure(figsize=(8, 3.5))
-    ax = fig.subplots()
-    x = range(len(cases))
-    ax.bar([i - 0.2 for i in x], p.values, width=0.4, label="proxied", color="#1565c0")
-    ax.bar([i + 0.2 for i in x], d.values, width=0.4, label="direct", color="#9e9e9e")
-    ax.set_xticks(list(x), cases)
-    ax.set_ylabel("milliseconds (median)")
-    ax.set_title(title)
-    ax.legend(frameon=False)
+    cost = time_difference(proxied, direct, ("proxied", "direct")).set_index("case")
+    cols = 2 if len(cases) > 1 else 1
+    rows = -(-len(cases) // cols)
+    fig = Figure(figsize=(9, 2.0 * rows + 0.8))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, case in zip(axes, cases):
+        for y, (df, colour) in enumerate(((direct, "#9e9e9e"), (proxied, "#1565c0"))):
+            ms = df.loc[df["case"] == case, "time_total"].astype(float).dropna() * 1000
+            jitter = [y + ((k % 7) - 3) * 0.04 for k in range(len(ms))]
+            ax.scatter(ms, jitter, s=14, color=colour, alpha=0.8)
+            if len(ms):
+                ax.plot([ms.median()] * 2, [y - 0.3, y + 0.3], color="black", lw=1.5)
+        ax.set_yticks([0, 1], ["direct", "proxied"])
+        ax.set_ylim(-0.6, 1.6)
+        ax.set_xlim(left=0)
+        c = cost.loc[case]
+        ax.set_title(f"{case}\n{c['difference ms']:+.1f} ms (IQR {c['q1 ms']:.1f} to {c['q3 ms']:.1f})", fontsize=10)
+        ax.set_xlabel("milliseconds")
+    for ax in axes[len(cases) :]:
+        ax.axis("off")
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 

@@ -53,6 +53,8 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 PARAMETERS_TAG = "parameters"
 #: The cell of 04_testing whose table the index repeats: what each of the four requests did.
 OUTCOME_TAG = "outcome-table"
+#: The notebook and tagged cell whose measured table the index shows as its remedies section.
+REMEDIES = ("05_remedies", "remedies-table")
 #: Seconds one cell may run (the first provisioning uploads a ~100 MB Envoy binary).
 CELL_TIMEOUT_S = 900
 #: Text that must never appear in an executed notebook: a private key was printed.
@@ -132,6 +134,41 @@ def inject_parameters(nb: nbformat.NotebookNode, source: str) -> int:
         )
     nb.cells[tagged[0]].source = source
     return tagged[0]
+
+
+def cell_html(nb: nbformat.NotebookNode, tag: str) -> str | None:
+    """The HTML (a table, as ``tutorial.table`` shows one) that the one cell tagged ``tag`` displayed, or None.
+
+    None when no cell or several carry the tag, or the cell displayed no HTML (it did not run).
+
+    Example: ``cell_html(nbformat.read("build/report/05_remedies.ipynb", 4), "remedies-table")`` -> ``"<style>..."``.
+    """
+    tagged = [c for c in nb.cells if c.cell_type == "code" and tag in c.get("metadata", {}).get("tags", [])]
+    if len(tagged) != 1:
+        return None
+    shown = [o["data"]["text/html"] for o in tagged[0].get("outputs", []) if "text/html" in o.get("data", {})]
+    if not shown:
+        return None
+    html_text = shown[-1]
+    return html_text if isinstance(html_text, str) else "".join(html_text)
+
+
+def remedies_section(out_dir: Path) -> str | None:
+    """The index's section with the remedies table that ``05_remedies`` measured in this run, or None.
+
+    out_dir: the report directory holding the executed notebooks.
+    """
+    name, tag = REMEDIES
+    path = out_dir / f"{name}.ipynb"
+    table = cell_html(nbformat.read(path, as_version=4), tag) if path.is_file() else None
+    if table is None:
+        return None
+    return (
+        '<section id="remedies"><h2>Remedies, measured</h2>\n'
+        f"<p>What a denied HTTPS client saw under each <code>tls_deny</code> mode and with the explicit proxy, "
+        f'as <a href="{name}.html">{name}</a> measured it in this run: curl, the packets, the sidecar\'s log.</p>\n'
+        f"{table}\n</section>"
+    )
 
 
 def first_line(source: str) -> str:
@@ -343,10 +380,12 @@ def render_index(
     seconds: float,
     versions: dict[str, str],
     writeup: str | None = None,
+    remedies: str | None = None,
 ) -> str:
     """The report's ``index.html``: the write-up, then one row per notebook with links, when, where and with what.
 
     writeup: the write-up's sections (:func:`.writeup.sections`), shown first; None when no data was recorded.
+    remedies: the measured remedies section (:func:`remedies_section`), after the write-up; None: left out.
     """
     esc = html.escape
     rows = []
@@ -374,6 +413,7 @@ pre{{background:#f6f8fa;padding:.6em;overflow:auto}}ul.headline li{{font-size:1.
 <h1>tproxy-notebooks report</h1>
 <p><b>{"OK" if ok else "FAILED"}</b>: {esc(verdict)}</p>
 {writeup or "<p>No data was recorded in this run (notebook 4 records it), so there is no write-up.</p>"}
+{remedies or ""}
 <h2>The notebooks</h2>
 <table>
 <tr><th>run at (UTC)</th><td>{esc(started.strftime("%Y-%m-%d %H:%M:%S"))}</td></tr>
@@ -473,6 +513,8 @@ def run_all(
             seconds=time.monotonic() - t0,
             versions=versions(),
             writeup=write_up(data, out) if (data / bundle.MANIFEST).is_file() else None,
+            # Only this run's own: a 05_remedies.ipynb left by an earlier run must not pass for it.
+            remedies=remedies_section(out) if any(r.name == REMEDIES[0] and r.status == "ok" for r in runs) else None,
         ),
         encoding="utf-8",
     )

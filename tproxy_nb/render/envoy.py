@@ -29,12 +29,16 @@ import yaml
 
 from ..errors import StepError
 from ..marks import SHM_DIR, shm_name
-from ..settings import Settings
+from ..settings import LOG_LEVELS, Settings
 from . import certs
 
 NAMES: tuple[str, ...] = ("sidecar", "igw", "igw_http")
 #: How often Envoy writes its buffered debug and access logs to their files.
 FLUSH_INTERVAL_MS = 200
+#: Loggers that start no chattier than ``info`` whatever ``log_level`` says, as on a production Envoy, and are
+#: turned up at runtime when needed (admin ``POST /logging?rbac=debug``; see ``envoy_proc.set_log_level``).
+#: The rest stay at ``log_level``: tracing a request needs the connection, stream and codec lines.
+RUNTIME_LOGGERS = ("rbac",)
 #: The commented templates a learner reads (package data: tproxy_nb/render/templates/<name>.yaml).
 TEMPLATES = resources.files(__package__) / "templates"
 #: Seconds to wait for an Envoy's /ready to say LIVE, and for it to exit on SIGTERM.
@@ -161,12 +165,25 @@ def command(settings: Settings, name: str) -> list[str]:
         str(settings.base_ids[name]),
         "-l",
         settings.log_level,
+        *start_levels(settings),
         "--log-path",
         log_path(settings, name),
         # Envoy buffers log files for 10 s by default; a reader right after a request would see nothing.
         "--file-flush-interval-msec",
         str(FLUSH_INTERVAL_MS),
     ]
+
+
+def start_levels(settings: Settings) -> list[str]:
+    """The ``--component-log-level`` switch that starts :data:`RUNTIME_LOGGERS` at ``info`` (or quieter).
+
+    Nothing when ``log_level`` is already ``info`` or quieter.
+
+    Example: ``start_levels(s)`` -> ``["--component-log-level", "rbac:info"]`` (``log_level: debug``).
+    """
+    if LOG_LEVELS.index(settings.log_level) >= LOG_LEVELS.index("info"):
+        return []
+    return ["--component-log-level", ",".join(f"{logger}:info" for logger in RUNTIME_LOGGERS)]
 
 
 def validate_command(settings: Settings, name: str, envoy_path: str | None = None) -> list[str]:
@@ -365,6 +382,15 @@ def parse_listeners(text: str) -> list[str]:
     Example: ``parse_listeners("igw::127.0.0.1:12010\\n")`` -> ``["127.0.0.1:12010"]``.
     """
     return [line.split("::", 1)[1] for line in text.splitlines() if "::" in line]
+
+
+def parse_loggers(text: str) -> dict[str, str]:
+    """Each logger's level from the admin ``/logging`` answer (``active loggers:`` then ``  name: level`` lines).
+
+    Example: ``parse_loggers("active loggers:\\n  admin: info\\n  rbac: debug\\n")``
+    -> ``{"admin": "info", "rbac": "debug"}``.
+    """
+    return dict(re.findall(r"(?m)^\s+([a-z][a-z0-9_]*): ([a-z]+)\s*$", text))
 
 
 def parse_version(text: str) -> str:

@@ -103,6 +103,7 @@ def run_cases(
     family: str | None = None,
     explicit_proxy: bool = False,
     trust_egress_ca: bool = False,
+    cacert: str | None = None,
 ) -> pd.DataFrame:
     """Run the four cases ``repeat`` times each; one row per request, with the ``tls_deny`` mode in ``mode``.
 
@@ -111,6 +112,8 @@ def run_cases(
     explicit_proxy: send the requests to the sidecar's explicit proxy port (``curl -x``).
     trust_egress_ca: the denied HTTPS request trusts the egress CA only (``--cacert``), so a
       ``deny-page`` sidecar can show it its 403.
+    cacert: a CA certificate (PEM) every HTTPS request trusts instead of the system bundle (``--cacert``),
+      e.g. the lab's CA: curl then parses one certificate instead of the whole bundle (column ``cacert``).
     family: ``"ipv4"``/``"ipv6"`` pins curl to that address family (column ``family``); None: curl's choice.
 
     Example: ``run_cases(host, s, explicit_proxy=True).set_index("case").outcome["https denied"]`` -> ``"denied"``.
@@ -125,14 +128,16 @@ def run_cases(
     if as_user == "envoy":
         todo = [(i, Case(c.name, c.url, "allowed")) for i, c in todo]
     proxy = proxy_url(s) if explicit_proxy else None
-    ca = egress_ca() if trust_egress_ca else None
+    egress = egress_ca() if trust_egress_ca else ""
     rows = []
     before = facts.tcp_counters(host)
     with progress_bar(total=len(todo), desc=f"curl as {user}", unit="req", disable=not progress) as bar:
         for i, case in todo:
-            cacert = ca if case.name == "https denied" else None
-            rec = run_case(host, case, user, max_time, family, proxy=proxy, cacert=cacert)
-            rec.update(run=i, mode=s.tls_deny, egress_ca_trusted=cacert is not None)
+            https, denied = case.url.startswith("https:"), case.name == "https denied"
+            trusted = "\n".join(pem for pem in ((cacert or "") if https else "", egress if denied else "") if pem)
+            rec = run_case(host, case, user, max_time, family, proxy=proxy, cacert=trusted or None)
+            rec.update(run=i, mode=s.tls_deny, egress_ca_trusted=bool(egress and denied))
+            rec["cacert"] = bool(trusted)
             # What the kernel did for this request: an RST for a socket closed with unread data counts here.
             after = facts.tcp_counters(host)
             rec.update({k: after.get(k, 0) - before.get(k, 0) for k in facts.ABORT_COUNTERS})

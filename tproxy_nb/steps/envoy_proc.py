@@ -33,6 +33,7 @@ from ..render.envoy import (
     log_path,
     out_path,
     parse_listeners,
+    parse_loggers,
     parse_ss,
     parse_version,
     pid_path,
@@ -40,7 +41,7 @@ from ..render.envoy import (
     validate_command,
     wait_ready_script,
 )
-from ..settings import Settings
+from ..settings import LOG_LEVELS, Settings
 from . import facts
 from .plan import Plan, StartEnvoys, StopEnvoys
 
@@ -247,23 +248,49 @@ def stop(host: Host, settings: Settings, names=NAMES) -> list[str]:
     return stopped
 
 
-def admin(host: Host, settings: Settings, name: str, path: str) -> str:
-    """GET an admin endpoint of ``name`` on the target (curl to 127.0.0.1 as the envoy user).
+def admin(host: Host, settings: Settings, name: str, path: str, method: str = "GET") -> str:
+    """Call an admin endpoint of ``name`` on the target (curl to 127.0.0.1 as the envoy user).
 
     path: e.g. ``/ready``, ``/stats?filter=rbac``, ``/clusters``, ``/listeners``.
+    method: ``GET`` to read; ``POST`` for the endpoints that change something (``/logging?rbac=debug``).
 
     Example: ``print(admin(host, s, "igw", "/stats?filter=rbac"))``.
     """
     if not path.startswith("/"):
         path = "/" + path
     url = f"http://127.0.0.1:{admin_port(settings, name)}{path}"
+    cmd = ["curl", "-sS", "--max-time", "10", "-X", method, url]
     try:
-        return host.run(["curl", "-sS", "--max-time", "10", url], user=settings.envoy.user, timeout=30).stdout
+        return host.run(cmd, user=settings.envoy.user, timeout=30).stdout
     except CommandError as e:
         raise StepError(
             f"The admin interface of {name} ({url}) did not answer: {e.result.tail(2, 'stderr')}. "
             "Is it running? See status()."
         ) from None
+
+
+def set_log_level(host: Host, settings: Settings, name: str, logger: str, level: str) -> dict[str, str]:
+    """Set one logger of the running Envoy ``name`` to ``level`` (admin ``POST /logging?<logger>=<level>``).
+
+    No restart, no config change: the level holds until the Envoy restarts, which starts it at its
+    command line's level again (``rbac`` at ``info``: :data:`tproxy_nb.render.envoy.RUNTIME_LOGGERS`).
+    Returns every logger's level as Envoy reports it after the change.
+
+    logger: an Envoy logger name (``rbac``, ``http``, ``connection``...).
+    level: one of ``trace debug info warning error critical off``.
+
+    Example: ``set_log_level(host, s, "igw", "rbac", "debug")["rbac"]`` -> ``"debug"``.
+    """
+    if level not in LOG_LEVELS:
+        raise StepError(f"Log level {level!r} is not one of {', '.join(LOG_LEVELS)}; nothing was changed.")
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", logger):
+        raise StepError(f"{logger!r} is not an Envoy logger name (such as rbac or http); nothing was changed.")
+    answer = admin(host, settings, name, f"/logging?{logger}={level}", method="POST")
+    levels = parse_loggers(answer)
+    if levels.get(logger) != level:
+        said = next((line for line in answer.splitlines() if line.strip()), "no answer")
+        raise StepError(f"Envoy {name} did not set logger {logger!r} to {level}: {said}. Nothing was changed.")
+    return levels
 
 
 def settle_logs() -> None:
