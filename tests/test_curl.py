@@ -1,6 +1,9 @@
 """curl: parsing its write-out, classifying outcomes, timing phases (pure)."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -37,8 +40,19 @@ def test_each_tls_deny_mode_expects_what_the_client_sees(mode, https_denied):
 def test_curl_command_through_the_explicit_proxy_trusting_only_the_ca_on_stdin():
     cmd = curl_command("https://www.lyft.com/", proxy="http://127.0.0.1:12008", cacert_stdin=True)
     assert cmd[cmd.index("-x") + 1] == "http://127.0.0.1:12008"
-    assert cmd[:2] == ["bash", "-c"] and "--cacert <(cat)" in cmd[2] and cmd[-1] == "https://www.lyft.com/"
+    assert cmd[:2] == ["sh", "-c"] and cmd[-1] == "https://www.lyft.com/"
     assert "-x" not in curl_command("http://www.google.com/")
+
+
+def test_the_ca_on_stdin_is_a_whole_file_before_curl_starts_and_gone_after(tmp_path):
+    cmd = curl_command("https://www.lyft.com/", cacert_stdin=True)
+    # A stand-in for curl that reports what it was given as --cacert (always the last two arguments).
+    probe = "import os, sys; p = sys.argv[-1]; print(sys.argv[-2], os.path.isfile(p), open(p).read(), p)"
+    cmd[cmd.index("curl") :] = [sys.executable, "-c", probe]
+    p = subprocess.run(cmd, input="-----PEM-----", capture_output=True, text=True, timeout=30)
+    flag, regular, content, path = p.stdout.split()
+    assert (p.returncode, flag, regular, content) == (0, "--cacert", "True", "-----PEM-----"), p
+    assert not os.path.exists(path), "the CA's temporary file was left behind"
 
 
 # Messages as curl 7.88.1 / OpenSSL 3.0 prints them (measured against the lab and local servers).

@@ -79,16 +79,20 @@ def curl_command(url: str, max_time: float = 10, proxy: str | None = None, cacer
     """The curl invocation: body, then a marker, then curl's own JSON about the transfer.
 
     proxy: an explicit proxy URL (``-x``); None: the transparent path.
-    cacert_stdin: trust only the CA certificate fed on standard input (the egress CA).
+    cacert_stdin: trust only the CA certificate(s) fed on standard input (the egress CA, the lab CA).
 
     Example: ``curl_command("https://www.lyft.com/", proxy="http://127.0.0.1:12008")[:4]``.
     """
     extra = ["-x", proxy] if proxy else []
     cmd = ["curl", "-sS", "--max-time", f"{max_time:g}", *extra, "-w", MARKER.replace("\n", "\\n") + "%{json}", url]
     if cacert_stdin:
-        # Standard input over SSH is a socket that curl cannot open as /dev/stdin: bash hands it a pipe.
-        return ["bash", "-c", 'exec "$@" --cacert <(cat)', "curl-trusting-stdin", *cmd]
+        # Standard input over SSH is a socket that curl cannot open as /dev/stdin. It goes to a file *before*
+        # curl starts: read from a pipe, curl would wait for the SSH channel's end of input inside its timings.
+        return ["sh", "-c", _CACERT_FROM_STDIN, "curl-trusting-stdin", *cmd]
     return cmd
+
+
+_CACERT_FROM_STDIN = 'f=$(mktemp) && cat > "$f" && { "$@" --cacert "$f"; rc=$?; rm -f -- "$f"; exit $rc; }'
 
 
 def parse_output(stdout: str, stderr: str, exit_code: int) -> dict:

@@ -139,7 +139,7 @@ def sections(rec: Recording, figure_files: dict[str, str]) -> str:
     commit = run.get("commit", "unknown")
     settings_yaml = yaml.safe_dump(rec.settings.to_dict(), sort_keys=False)
     captions = {
-        "timings": "Total time per request, one dot each, median marked.",
+        "timings": "Total time per request, one dot each, median marked (log scale: HTTP and HTTPS both readable).",
         "phases": "Where the time goes in the completed requests (median per phase, as curl timed them).",
         "traces": "Each case's last request across curl, the sidecar and a gateway (the explorer, pre-rendered).",
     }
