@@ -243,7 +243,8 @@ def cmd_check(args) -> int:
         print(json.dumps(curl.to_records(df), indent=2))
     else:
         print(
-            f"tls_deny: {settings.tls_deny}" + (f"; through {check.proxy_url(settings)}" if args.explicit_proxy else "")
+            f"tls_deny: {settings.tls_deny}; tunnel: {settings.tunnel}"
+            + (f"; through {check.proxy_url(settings)}" if args.explicit_proxy else "")
         )
         print(df[["case", "url", "outcome", "expected", "http_code", "exit_code", "error"]].to_string(index=False))
     return EXIT_OK if bool(df["as_expected"].all()) else EXIT_CHECK_FAILED
