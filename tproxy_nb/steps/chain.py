@@ -87,11 +87,22 @@ def switch_sidecar(host: Host, settings: Settings, **changes: str) -> tuple[Sett
     if other:
         raise ValueError(f"only {', '.join(SIDECAR_SETTINGS)} switch with the sidecar alone, not {sorted(other)}")
     new = settings.replace(**changes)
-    plan = files.plan_configs(host, new).apply(host)
+    return new, reload_sidecar(host, new)
+
+
+def reload_sidecar(host: Host, settings: Settings) -> Plan:
+    """Upload the configs ``settings`` render; restart the sidecar when they changed, start it when down.
+
+    For settings that change the sidecar's config alone (the gateways are not restarted). Returns the config
+    plan, as applied (empty: nothing restarted).
+
+    Example: ``reload_sidecar(host, s.replace(tunnel="http2")).empty`` -> False the first time.
+    """
+    plan = files.plan_configs(host, settings).apply(host)
     if not plan.empty:
-        envoy_proc.stop(host, new, ["sidecar"])
-    envoy_proc.start(host, new, ["sidecar"])
-    return new, plan
+        envoy_proc.stop(host, settings, ["sidecar"])
+    envoy_proc.start(host, settings, ["sidecar"])
+    return plan
 
 
 def switch_tls_deny(host: Host, settings: Settings, mode: str) -> tuple[Settings, Plan]:
