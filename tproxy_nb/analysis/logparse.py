@@ -47,6 +47,8 @@ from typing import Any, BinaryIO, NamedTuple, overload
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = ["COLUMNS", "FAMILIES", "JSON_KEYS", "Source", "parse_envoy_log"]
@@ -371,53 +373,25 @@ def _default_timestamps(data: np.ndarray, start: np.ndarray) -> tuple[np.ndarray
     return (seconds * 1000 + milli) * 1_000_000, ok
 
 
-def _first_occurrence(codes: np.ndarray) -> np.ndarray:
-    """Row of each code's first use, for codes numbered in order of first appearance."""
-    if not codes.size:
-        return codes
-    running = np.maximum.accumulate(codes)
-    return np.flatnonzero(np.r_[True, running[1:] > running[:-1]])
+def _spans(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
+    """The byte strings ``data[start:end]`` as one Arrow ``large_string`` array; bad bytes as U+FFFD.
 
-
-_HASH_MULT = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _span_words(data: np.ndarray, start: np.ndarray, width: int) -> np.ndarray:
-    """Spans of one ``width`` as rows of uint64 words, bytes past ``width`` zeroed."""
-    win = _window(data, start, -(-width // 8) * 8)
-    win[:, width:] = 0
-    return win.view(np.uint64)
-
-
-def _factorize_spans(data: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Number the distinct byte strings ``data[start:end]``: ``(codes, first row of each code)``.
-
-    Exact: a multiplicative hash of each span's 8-byte words groups them, then
-    every span is compared with the first of its group; a hash collision (never
-    seen, but possible) falls back to hashing Python bytes.
+    The spans must be in order and must not overlap. Arrow copies them in C++:
+    the spans, alternating with the gaps between them, are values of one array
+    over ``data`` (no copy), and ``take`` keeps every other value.
     """
-    length = end - start
-    order = np.argsort(length, kind="stable")
-    groups = np.split(order, np.flatnonzero(np.diff(length[order])) + 1)
-    hashes = np.empty(len(start), np.uint64)
-    words_by_group = []
-    for rows in groups:
-        words = _span_words(data, start[rows], int(length[rows[0]]))
-        h = np.full(len(rows), np.uint64(length[rows[0]]))
-        for column in words.T:
-            h = (h ^ column) * _HASH_MULT
-        hashes[rows] = h
-        words_by_group.append((rows, words))
-    codes = pd.factorize(hashes)[0]
-    first = _first_occurrence(codes)
-    for rows, words in words_by_group:
-        reps = first[codes[rows]]
-        same_length = np.array_equal(length[reps], length[rows])
-        if not (same_length and np.array_equal(_span_words(data, start[reps], int(length[rows[0]])), words)):
-            spans = [data[a:b].tobytes() for a, b in zip(start.tolist(), end.tolist())]
-            codes = pd.factorize(pd.Series(spans, dtype=object))[0]
-            return codes, _first_occurrence(codes)
-    return codes, first
+    if not len(starts):
+        return pa.array([], pa.large_string())
+    bounds = np.empty(2 * len(starts), np.int64)
+    bounds[0::2], bounds[1::2] = starts, ends
+    alternating = pa.Array.from_buffers(
+        pa.large_binary(), len(bounds) - 1, [None, pa.py_buffer(bounds), pa.py_buffer(data)]
+    )
+    binary = alternating.take(pa.array(np.arange(0, len(bounds), 2)))  # a numpy index array is slow here
+    try:
+        return binary.cast(pa.large_string())  # checks the UTF-8
+    except pa.ArrowInvalid:  # some span is no UTF-8: decode them all as the regex path does
+        return pa.array([b.decode("utf-8", "replace") for b in binary.to_pylist()], pa.large_string())
 
 
 # ---------------------------------------------------------------- ids and headers
@@ -690,8 +664,20 @@ class _Headers:
         threads = np.array([t if t is not None else -1 for t, *_ in rows], np.int64)[codes]
         out: dict[str, Any] = {"thread": pd.arrays.IntegerArray(threads, threads < 0)}
         for i, name in enumerate(("level", "logger", "source"), start=1):
-            out[name] = np.array([r[i] for r in rows], dtype=object)[codes]
+            out[name] = _take([r[i] for r in rows], codes)
         return out
+
+
+def _take(values: Any, codes: np.ndarray) -> pa.Array:
+    """``values[code]`` for each code as an Arrow string array (code -1: the last value)."""
+    return pa.array(values, pa.large_string()).take(pa.array(np.where(codes < 0, len(values) - 1, codes)))
+
+
+def _text(values: pa.Array | pa.ChunkedArray) -> Any:
+    """An Arrow string array as this pandas' plain text column (Arrow-backed "str", or object in pandas 2)."""
+    if isinstance(_TEXT, np.dtype):  # pandas 2: object
+        return values.to_numpy(zero_copy_only=False)
+    return pd.array(values, dtype=_TEXT)
 
 
 # What a line is, for ownership of the continuation lines that follow it.
@@ -732,8 +718,10 @@ class _Block:
         self.header = np.full(count, -1, np.int64)  # code in _Headers
         self.conn, self.has_conn = np.zeros(count, np.uint64), np.zeros(count, bool)
         self.stream, self.has_stream = np.zeros(count, np.uint64), np.zeros(count, bool)
-        self.message_at = np.full(count, -1, np.int64)  # where a record's message starts
-        self.message = np.full(count, None, dtype=object)
+        # A row's message is the bytes from message_at to message_end, unless ``fixed`` holds its text.
+        self.message_at = self.starts.copy()
+        self.message_end = self.starts.copy()
+        self.fixed: dict[int, str] = {}
 
 
 def _read_default_headers(block: _Block, lines: np.ndarray, headers: _Headers) -> None:
@@ -746,14 +734,14 @@ def _read_default_headers(block: _Block, lines: np.ndarray, headers: _Headers) -
     if not lines.size:
         return
     key_start, key_end = d.key_start[keep], d.key_end[keep]
-    span_codes, first = _factorize_spans(data, key_start, key_end)
     # Each distinct "thread][level][logger] [source" is checked and numbered once.
-    codes = np.full(len(first), -1, np.int64)
-    for i, row in enumerate(first.tolist()):
-        m = _KEY.fullmatch(data[key_start[row] : key_end[row]].tobytes().decode("utf-8", "replace"))
+    keys = pc.dictionary_encode(_spans(data, key_start, key_end))
+    codes = np.full(len(keys.dictionary), -1, np.int64)
+    for i, key in enumerate(keys.dictionary.to_pylist()):
+        m = _KEY.fullmatch(key)
         if m:
             codes[i] = headers.number((int(m[1]), _LEVELS.get(m[2], m[2]), m[3], m[4]))
-    code_of_line = codes[span_codes]
+    code_of_line = codes[keys.indices.to_numpy()]
     read = code_of_line >= 0  # the rest fall through to the slow path
     lines, keep = lines[read], keep[read]
     block.kind[lines] = _OWNER
@@ -782,7 +770,7 @@ def _read_other_headers(block: _Block, lines: np.ndarray, headers: _Headers) -> 
         block.has_conn[i], block.has_stream[i] = rec.connection is not None, rec.stream is not None
         block.conn[i], block.stream[i] = rec.connection or 0, rec.stream or 0
         if rec.message is not None:
-            block.kind[i], block.message[i] = _SINGLE, rec.message
+            block.kind[i], block.fixed[i] = _SINGLE, rec.message
         else:
             block.kind[i], block.message_at[i] = _OWNER, block.starts[i] + rec.message_at
         if rec.family in ("istio", "envoy-json", "istio-json"):
@@ -815,24 +803,26 @@ def _fold_continuations(block: _Block) -> np.ndarray:
     last[:-1] = group[1:] != group[:-1]
     owners, owner_end = group[last], block.ends[members[last]]
 
-    text = _decoder(block.body)
-    block.message[owners] = text(block.message_at[owners] - _PAD, owner_end - _PAD)
-    lone = np.flatnonzero(orphan)
-    block.message[lone] = text(block.starts[lone] - _PAD, block.ends[lone] - _PAD)
+    block.message_end[owners] = owner_end
+    block.message_end[orphan] = block.ends[orphan]
     return orphan
 
 
 def _finish_slow(block: _Block, slow: list[tuple[int, _Slow]], headers: _Headers) -> None:
     """Istio: move the trailing ``thread=N`` into the header. Broken JSON: drop the closing ``"}``."""
     for i, rec in slow:
+        if rec.message is not None:
+            continue  # a whole JSON record
+        text = block.data[block.message_at[i] : block.message_end[i]].tobytes().decode("utf-8", "replace")
         if rec.family == "istio":
-            m = _ISTIO_THREAD.search(block.message[i])
+            m = _ISTIO_THREAD.search(text)
             thread = int(m[1]) if m else None
             if m:
-                block.message[i] = block.message[i][: m.start()].rstrip("\n")  # it may follow a dump's blank line
+                text = text[: m.start()].rstrip("\n")  # it may follow a dump's blank line
             block.header[i] = headers.number((thread, rec.level, rec.logger, rec.source))
-        elif rec.message is None:
-            block.message[i] = _JSON_BROKEN_END.sub("", block.message[i]).rstrip("\n")
+        else:
+            text = _JSON_BROKEN_END.sub("", text).rstrip("\n")
+        block.fixed[i] = text
 
 
 def _parse_block(buf: np.ndarray, n: int, first_line: int, headers: _Headers, fast: bool = True) -> dict[str, Any]:
@@ -846,6 +836,12 @@ def _parse_block(buf: np.ndarray, n: int, first_line: int, headers: _Headers, fa
     orphan = _fold_continuations(block)
     _finish_slow(block, slow, headers)
     rows = np.flatnonzero((block.kind == _OWNER) | (block.kind == _SINGLE) | orphan)
+    messages = _spans(block.data, block.message_at[rows], block.message_end[rows])
+    if block.fixed:
+        lines = sorted(block.fixed)
+        mask = np.zeros(len(rows), bool)
+        mask[np.searchsorted(rows, lines)] = True
+        messages = pc.replace_with_mask(messages, mask, pa.array([block.fixed[i] for i in lines], pa.large_string()))
     return {
         "ns": block.ns[rows],
         "header": block.header[rows],
@@ -853,22 +849,12 @@ def _parse_block(buf: np.ndarray, n: int, first_line: int, headers: _Headers, fa
         "has_conn": block.has_conn[rows],
         "stream": block.stream[rows],
         "has_stream": block.has_stream[rows],
-        "message": block.message[rows],
+        "message": messages,
         "format": block.format[rows],
         "line_no": rows + first_line,
         "unparsed": int(np.count_nonzero(orphan)),
         "lines": len(block.starts),
     }
-
-
-def _decoder(body: np.ndarray):
-    """A function (starts, ends) -> list of str slices of ``body``, bad bytes as U+FFFD."""
-    try:
-        text = str(body.data, "ascii")  # the common case: offsets in bytes are offsets in text
-    except UnicodeDecodeError:
-        raw = body.tobytes()
-        return lambda a, b: [raw[i:j].decode("utf-8", "replace") for i, j in zip(a.tolist(), b.tolist())]
-    return lambda a, b: list(map(text.__getitem__, map(slice, a.tolist(), b.tolist())))
 
 
 # ---------------------------------------------------------------- public
@@ -884,7 +870,6 @@ _NO_ROWS = {
         ("has_conn", bool),
         ("stream", np.uint64),
         ("has_stream", bool),
-        ("message", object),
         ("format", np.int8),
         ("line_no", np.int64),
     ]
@@ -917,7 +902,7 @@ def parse_envoy_log(source: Source, *, fast: bool = True) -> pd.DataFrame:
         ('http', 5, 'new stream')
     """
     headers = _Headers()
-    parts, line, unparsed = [_NO_ROWS], 1, 0
+    parts, line, unparsed = [{**_NO_ROWS, "message": pa.array([], pa.large_string())}], 1, 0
     with _binary(source) as stream:
         for buf, n in _blocks(stream):
             part = _parse_block(buf, n, line, headers, fast)
@@ -933,14 +918,14 @@ def parse_envoy_log(source: Source, *, fast: bool = True) -> pd.DataFrame:
         {
             "timestamp": joined("ns").view("datetime64[ns]"),
             "thread": low_card["thread"],
-            "level": pd.array(low_card["level"], dtype=_TEXT),
-            "logger": pd.array(low_card["logger"], dtype=_TEXT),
-            "source": pd.array(low_card["source"], dtype=_TEXT),
+            "level": _text(low_card["level"]),
+            "logger": _text(low_card["logger"]),
+            "source": _text(low_card["source"]),
             "connection_id": pd.arrays.IntegerArray(joined("conn"), ~joined("has_conn")),
             "stream_id": pd.arrays.IntegerArray(joined("stream"), ~joined("has_stream")),
-            "message": pd.array(joined("message"), dtype=_TEXT),
+            "message": _text(pa.chunked_array([p["message"] for p in parts])),
             "line_no": joined("line_no"),
-            "format": pd.array(np.array((*_FORMATS, None), dtype=object)[joined("format")], dtype=_TEXT),
+            "format": _text(_take((*_FORMATS, None), joined("format"))),
         }
     )
     df.attrs["unparsed"] = unparsed
