@@ -104,7 +104,7 @@ _BRACKETED_HEADER = (
 ENVOY = re.compile(
     r"\n"
     + _BRACKETED_HEADER
-    + r"\[(?P<source>[^\s\[\]]+:\d+)\]\ "  # [source/common/http/conn_manager_impl.cc:393]
+    + r"\[(?P<source>[^\s\[\]]+:\d+)\](?:\ |$)"  # [source/common/http/conn_manager_impl.cc:393]
     + _IDS
     + _MESSAGE
 )
@@ -116,7 +116,7 @@ ENVOY = re.compile(
 ENVOY_1_7 = re.compile(
     r"\n"
     + _BRACKETED_HEADER
-    + r"(?P<source>[^\s\[\]]+:\d+)\]\ "  # external/envoy/source/common/http/conn_manager_impl.cc:187]
+    + r"(?P<source>[^\s\[\]]+:\d+)\](?:\ |$)"  # external/envoy/source/common/http/conn_manager_impl.cc:187]
     + _IDS
     + _MESSAGE
 )
@@ -127,7 +127,7 @@ ENVOY_1_7 = re.compile(
 ISTIO_1_4 = re.compile(
     r"\n\[Envoy\ \(Epoch\ \d+\)\]\ "  # [Envoy (Epoch 0)]
     + _BRACKETED_HEADER
-    + r"\[(?P<source>[^\s\[\]]+:\d+)\]\ "  # [external/envoy/source/.../original_dst.cc:18]
+    + r"\[(?P<source>[^\s\[\]]+:\d+)\](?:\ |$)"  # [external/envoy/source/.../original_dst.cc:18]
     + _IDS
     + _MESSAGE
 )
@@ -331,48 +331,56 @@ def _at(data: np.ndarray, pos: np.ndarray, pattern: tuple[np.ndarray, np.ndarray
     return _matches(_window(data, pos, len(pattern[0])), pattern)
 
 
-_POW10 = 10.0 ** np.arange(9, -1, -1)
+def _decimal(digits: np.ndarray) -> np.ndarray:
+    """Each row of digit values (0-9, most significant first) as one uint64 number.
+
+    Integer arithmetic, column by column: a matrix product would be shorter but
+    runs in BLAS threads that spin on a busy machine.
+    """
+    value = np.zeros(len(digits), np.uint64)
+    for column in digits.T:
+        value = value * np.uint64(10) + column
+    return value
+
+
 _COL24 = np.arange(24)
 
 
 def _number_before(data: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The run of decimal digits that ends just before each ``end``: (uint64 value, digit count).
 
-    The count is 0 when there is no digit there or more than 20 of them.
-    Ten digits at a time through a float64 dot product: exact, as every
-    partial sum stays below 2**53.
+    The count is 0 when there is no digit there, or when the number does not
+    fit 64 bits (more than 20 digits, or above 2**64 - 1): the regex path reads those.
     """
     digits = _window(data, end - 24, 24) - np.uint8(48)
     # Digits counted from the end; argmax finds the first other byte (0 if there is none).
     count = np.argmax(digits[:, ::-1] > 9, axis=1)  # uint8 wraps: bytes below "0" become large
-    count = np.where(count <= 20, count, 0)
     digits *= _COL24 >= (24 - count)[:, None]
-    tens = digits[:, 4:].astype(np.float64)
-    high, low = (tens[:, :10] @ _POW10).astype(np.uint64), (tens[:, 10:] @ _POW10).astype(np.uint64)
-    return high * np.uint64(10**10) + low, count
+    high, low = _decimal(digits[:, 4:14]), _decimal(digits[:, 14:])  # ten digits each
+    fits = (count <= 20) & ((high < 1844674407) | ((high == 1844674407) & (low <= 3709551615)))
+    return high * np.uint64(10**10) + low, np.where(fits, count, 0)
 
 
-# The default header's timestamp, then the place value of each of its digits
-# in year, month, day, hour, minute, second and millisecond.
+# The default header's timestamp, "[YYYY-MM-DD HH:MM:SS.mmm][", and the columns of each of its fields.
 _TS_PATTERN = _pattern("[0000-00-00 00:00:00.000][")
-_TS_PLACES = np.zeros((24, 7), np.float32)  # every field is below 2**24: float32 is exact
-for _field, _cols in enumerate([(1, 2, 3, 4), (6, 7), (9, 10), (12, 13), (15, 16), (18, 19), (21, 22, 23)]):
-    _TS_PLACES[list(_cols), _field] = 10 ** np.arange(len(_cols) - 1, -1, -1)
-_TS_IS_DIGIT = _TS_PLACES.any(axis=1)
-# Days from 1970-01-01 to the first of each month, 1970 to 2199.
-_MONTH_DAYS = np.arange(12 * 230).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+_TS_FIELDS = ((1, 5), (6, 8), (9, 11), (12, 14), (15, 17), (18, 20), (21, 24))  # year, month, ... millisecond
+# Days from 1970-01-01 to the first of each month, 1970 to 2200.
+_MONTH_DAYS = np.arange(12 * 230 + 1).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
 
 
 def _default_timestamps(data: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nanoseconds since the epoch from ``[YYYY-MM-DD HH:MM:SS.mmm][`` at ``start``, and validity."""
     window = _window(data, start, len(_TS_PATTERN[0]))
     ok = _matches(window, _TS_PATTERN)
-    digits = ((window[:, :24] - np.uint8(48)) * _TS_IS_DIGIT).astype(np.float32)
-    year, month, day, hour, minute, second, milli = (digits @ _TS_PLACES).astype(np.int64).T
+    digits = window - np.uint8(48)
+    year, month, day, hour, minute, second, milli = (_decimal(digits[:, a:b]).astype(np.int64) for a, b in _TS_FIELDS)
     month_index = (year - 1970) * 12 + month - 1
-    ok &= (month_index >= 0) & (month_index < len(_MONTH_DAYS)) & (month >= 1) & (month <= 12)
-    ok &= (day >= 1) & (day <= 31) & (hour < 24) & (minute < 60) & (second < 61)
-    days = _MONTH_DAYS[np.where(ok, month_index, 0)] + day - 1
+    ok &= (month_index >= 0) & (month_index < len(_MONTH_DAYS) - 1) & (month >= 1) & (month <= 12)
+    month_index = np.where(ok, month_index, 0)
+    # Dates and times pandas would not read (February 30, a leap second) are left to the regex path.
+    ok &= (day >= 1) & (day <= _MONTH_DAYS[month_index + 1] - _MONTH_DAYS[month_index])
+    ok &= (hour < 24) & (minute < 60) & (second < 60)
+    days = _MONTH_DAYS[month_index] + day - 1
     seconds = ((days * 24 + hour) * 60 + minute) * 60 + second
     return (seconds * 1000 + milli) * 1_000_000, ok
 
@@ -454,8 +462,9 @@ def _ids(data: np.ndarray, pos: np.ndarray, end: np.ndarray, closes: np.ndarray)
         conn, count = _number_before(data, c_close)
         conn_ok = (count > 0) & (c_close - count == pos[rows] + 2) & (c_close < end[rows])
         stream, count = _number_before(data, s_close)
-        stream_ok = conn_ok & _at(data, c_close + 1, _OLD_STREAM)
-        stream_ok &= (s_close - count == c_close + 3) & (s_close < end[rows])
+        stream_shown = conn_ok & _at(data, c_close + 1, _OLD_STREAM)
+        stream_ok = stream_shown & (s_close - count == c_close + 3) & (s_close < end[rows])
+        ids.ok[rows] = conn_ok & (stream_ok | ~stream_shown)  # "[C5..." or "[C5][S6..." cut or odd: the regexes
         close = np.where(stream_ok, s_close, c_close)
         ids.connection[rows], ids.has_connection[rows] = conn, conn_ok
         ids.stream[rows], ids.has_stream[rows] = stream, stream_ok
