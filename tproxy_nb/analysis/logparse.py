@@ -20,15 +20,23 @@ Conventions, from how Envoy logs (DESIGN.md, "Log analysis contract"):
 * Bad bytes are decoded as U+FFFD; nothing in the input raises.
 
 How to read this file: the families section is the definition of every format.
-The regex path (``_slow_text``, ``_slow_json``) applies it one line at a time.
-Envoy's default format, nearly every line of a real debug log, is also read by
-a vectorised numpy path (``_default_headers``: fixed-width byte patterns, digits
-summed by dot products, each distinct thread/level/logger/source span checked
-once with ``_KEY``), because a regex per line from Python is about five times
-slower; lines it cannot vouch for fall through to the regexes, and
-``parse_envoy_log(..., fast=False)`` skips it (tests compare both frames).
-Blocks of a few MiB, cut where a log line starts, keep memory bounded;
-``_fold_continuations`` gives each record its continuation lines.
+There are two paths, and both give the same frame (tests compare them):
+
+1. The regex path (``_slow_text``, ``_slow_json``) applies the families to one
+   line at a time. It reads every family, and every line the other path leaves.
+2. The numpy path (``_default_headers``) reads Envoy's default format, nearly
+   every line of a real debug log, about seven times faster: it checks fixed
+   byte patterns at all line starts at once ("[0000-00-00 00:00:00.000][" for
+   the timestamp), finds the header's brackets with ``searchsorted``, and
+   checks each distinct "thread][level][logger] [source" span once with
+   ``_KEY``. Lines it cannot vouch for fall through to path 1;
+   ``parse_envoy_log(..., fast=False)`` skips it.
+
+The file is read in blocks of a few MiB, cut where a log line starts;
+``_fold_continuations`` gives each record its continuation lines. Text never
+becomes one Python ``str`` per line: messages and the other text columns are
+Arrow strings gathered from byte spans (``_spans``); pandas 3 keeps them as its
+Arrow-backed "str" columns.
 
 Example:
     >>> df = parse_envoy_log("envoy.log")
@@ -244,7 +252,7 @@ def _binary(source: Source) -> Iterator[Any]:
 def _last_boundary(view: memoryview) -> int:
     """Offset of the last line that may start a record, 0 when there is none past the first."""
     last = None
-    for start in (max(0, len(view) - (1 << 20)), 0):  # the last MiB first: a boundary is nearly always there
+    for start in (max(0, len(view) - (1 << 16)), 0):  # the last 64 KiB first: a boundary is nearly always there
         for match in _BOUNDARY.finditer(view, start):
             last = match
         if last is not None or start == 0:
@@ -901,7 +909,7 @@ def parse_envoy_log(source: Source, *, fast: bool = True) -> pd.DataFrame:
         binary file object.
 
     fast: read Envoy's default format with the numpy path (False: the family
-        regexes read every line; the same frame, about five times slower).
+        regexes read every line; the same frame, about seven times slower).
 
     Columns: ``timestamp`` (datetime64[ns], as printed; UTC where a JSON
     line gives a zone), ``thread`` (Int64), ``level`` (Envoy's spelling:
