@@ -8,8 +8,8 @@ threads, until it is ``--mb`` megabytes (default 200) or has ``--lines`` lines. 
 * ``bare_read_s``: ``for line in open(path): pass``, the floor for any parser;
 * ``parse_s`` and ``ratio`` (parse / bare read), ``lines_per_s``;
 * ``peak_mem_bytes``: how much one parse, the frame it returns included, raises
-  the peak resident memory of a fresh process (``ru_maxrss`` after the parse
-  minus before it: Python's, numpy's and Arrow's memory alike), and
+  the peak resident memory of a fresh process (``VmHWM`` after the parse minus
+  before it: Python's, numpy's and Arrow's memory alike), and
   ``mem_ratio`` (peak / file size);
 * ``goals``: >= 1 M lines/s, <= 3x a bare read, peak <= 2x the file;
 * with ``--regex``, ``regex_parse_s``: the same parse with ``fast=False``.
@@ -109,8 +109,12 @@ def best_of(repeat: int, fn, *args) -> float:
 
 
 def _max_rss_bytes() -> int:
-    kib_or_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib_or_bytes if sys.platform == "darwin" else kib_or_bytes * 1024  # Linux counts KiB
+    """This process's peak resident memory so far."""
+    try:  # Linux: VmHWM starts afresh at exec; ru_maxrss would keep the parent's peak
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)[1]) * 1024
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # macOS: bytes
 
 
 def peak_memory(path: Path) -> int:
