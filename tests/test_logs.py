@@ -349,6 +349,7 @@ EDGES = [
     b"[2026-11-26 06:10:01.123][7][WARN][http] [a.cc:1] a level in capitals\n",
     b"[2026-11-26 06:10:01.123][7][warn][http] [a.cc:1] warn is warning\n",
     b"[2026-11-26 06:10:01.123][7][debug][http] [a.cc:1]\n",  # no message at all
+    b"[2026-11-26 06:10:01.123][7][debug][http] [source/caf\xc3\xa0/a\x85.cc:1] UTF-8 and a bad byte in the source\n",
     b"[2026-11-26 06:10:01.123][7][debug][http] external/envoy/source/common/http/conn_manager_impl.cc:187] old\n",
     b"2024-04-24T01:32:42.812279Z\tdebug\tenvoy rbac external/envoy/rbac_filter.cc:114\tchecking\tthread=15\n",
     b'{"level":"debug","time":"2026-11-26T06:10:01.123Z","scope":"envoy http","msg":"json","thread":7}\n',

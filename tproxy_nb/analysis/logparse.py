@@ -114,7 +114,8 @@ ENVOY = re.compile(
     + _BRACKETED_HEADER
     + r"\[(?P<source>[^\s\[\]]+:\d+)\](?:\ |$)"  # [source/common/http/conn_manager_impl.cc:393]
     + _IDS
-    + _MESSAGE
+    + _MESSAGE,
+    re.ASCII,
 )
 
 # Envoy up to about 1.12 printed the source location inside the message, without its opening bracket:
@@ -126,7 +127,8 @@ ENVOY_1_7 = re.compile(
     + _BRACKETED_HEADER
     + r"(?P<source>[^\s\[\]]+:\d+)\](?:\ |$)"  # external/envoy/source/common/http/conn_manager_impl.cc:187]
     + _IDS
-    + _MESSAGE
+    + _MESSAGE,
+    re.ASCII,
 )
 
 # Istio 1.4 put pilot-agent's epoch in front of Envoy's default line:
@@ -137,7 +139,8 @@ ISTIO_1_4 = re.compile(
     + _BRACKETED_HEADER
     + r"\[(?P<source>[^\s\[\]]+:\d+)\](?:\ |$)"  # [external/envoy/source/.../original_dst.cc:18]
     + _IDS
-    + _MESSAGE
+    + _MESSAGE,
+    re.ASCII,
 )
 
 # Istio's "%Y-%m-%dT%T.%fZ\t%l\tenvoy %n %g:%#\t%v\tthread=%t" (istio/istio pkg/envoy/proxy.go), also its
@@ -152,10 +155,13 @@ ISTIO = re.compile(
     r"(?:[\t\ ]+|(?=\[)|(?=\n|$))"  # a tab (or spaces) before the message; pastes lose the tab before "[Tags"
     + _IDS
     + r"(?P<message>.*?)"  # the message, lazily: "thread=" may follow
-    r"(?:[\t\ ]+thread=(?P<thread>\d+))?[\t\ ]*(?=\n|$)"  # \tthread=15 (on the last line of a multi-line record)
+    r"(?:[\t\ ]+thread=(?P<thread>\d+))?[\t\ ]*(?=\n|$)",  # \tthread=15 (on the last line of a multi-line record)
+    re.ASCII,
 )
 
 #: The text families, name -> regex. Each line belongs to at most one: they differ in their first characters.
+#: They are ASCII regexes (``\s`` is no "\x85"): the regex path matches a Latin-1 view of the bytes, where
+#: the bytes of one UTF-8 character ("\xc3\xa0", à) must not count as a space.
 FAMILIES: dict[str, re.Pattern] = {"envoy": ENVOY, "envoy-1.7": ENVOY_1_7, "istio-1.4": ISTIO_1_4, "istio": ISTIO}
 
 # Envoy's JSON application logs (application_log_config.log_format.json_format or a JSON --log-format) name
@@ -505,7 +511,7 @@ def _default_headers(data: np.ndarray, start: np.ndarray, end: np.ndarray, close
 
 
 # The span the numpy path checks once per distinct value, "7][debug][http] [source/...cc:393": ENVOY's pieces.
-_KEY = re.compile(r"(\d+)\]\[([a-z]+)\]\[([\w.-]+)\]\ \[([^\s\[\]]+:\d+)")
+_KEY = re.compile(r"(\d+)\]\[([a-z]+)\]\[([\w.-]+)\]\ \[([^\s\[\]]+:\d+)", re.ASCII)
 
 
 # ---------------------------------------------------------------- the regex path: one line at a time
