@@ -57,7 +57,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = ["COLUMNS", "FAMILIES", "JSON_KEYS", "Source", "parse_envoy_log"]
 
@@ -309,8 +308,14 @@ def _blocks(stream: Any, size: int = 0) -> Iterator[tuple[np.ndarray, int]]:
 
 
 def _window(data: np.ndarray, pos: np.ndarray, width: int) -> np.ndarray:
-    """``data[p:p + width]`` for every p, as a (len(pos), width) array."""
-    return sliding_window_view(data, width)[pos]
+    """``data[p:p + width]`` for every p, as a new (len(pos), width) array.
+
+    Every window of ``data`` is one item of ``width`` bytes (items overlap:
+    one byte apart), so one gather copies them all; twice as fast as
+    indexing numpy's ``sliding_window_view``.
+    """
+    windows = np.ndarray((len(data) - width + 1,), f"V{width}", data, strides=(1,))
+    return windows[pos].view(np.uint8).reshape(len(pos), width)
 
 
 def _pattern(text: str) -> tuple[np.ndarray, np.ndarray]:
