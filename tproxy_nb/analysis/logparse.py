@@ -455,9 +455,10 @@ def _ids(data: np.ndarray, pos: np.ndarray, end: np.ndarray, closes: np.ndarray)
     ids = _Ids(*no_ids, pos.copy(), np.ones(n, bool))
     k = np.searchsorted(closes, pos)
     first_close, second_close = closes[k], closes[k + 1]
-    ids.ok[_at(data, pos, _ANY_TAGS)] = False  # other tags, or another order: the slow path reads them
+    opening = _window(data, pos, len(_TAGS[0]))  # every pattern below is a prefix of _TAGS's width
+    ids.ok[_matches(opening[:, :8], _ANY_TAGS)] = False  # other tags, or another order: the slow path reads them
 
-    rows = np.flatnonzero(_at(data, pos, _TAGS))
+    rows = np.flatnonzero(_matches(opening, _TAGS))
     if rows.size:
         close = first_close[rows]  # [Tags: "ConnectionId":"5"]  or  ...,"StreamId":"6"]
         last, count = _number_before(data, close - 1)
@@ -474,7 +475,7 @@ def _ids(data: np.ndarray, pos: np.ndarray, end: np.ndarray, closes: np.ndarray)
         ids.stream[rows], ids.has_stream[rows] = last, good & has_stream
         ids.message[rows] = np.where(good, close + 1 + (data[close + 1] == ord(" ")), pos[rows])
 
-    rows = np.flatnonzero(_at(data, pos, _OLD_CONN))
+    rows = np.flatnonzero(_matches(opening[:, :8], _OLD_CONN))
     if rows.size:
         c_close, s_close = first_close[rows], second_close[rows]
         conn, count = _number_before(data, c_close)
@@ -728,8 +729,8 @@ def _starts_like_log_line(data: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, 
     bracket = np.zeros(len(s), bool)
     epoch = np.zeros(len(s), bool)
     rows = np.flatnonzero(first == ord("["))
-    bracket[rows] = _at(data, s[rows], _BRACKET_START)
-    epoch[rows] = _at(data, s[rows], _EPOCH_START)
+    opening = _window(data, s[rows], 8)
+    bracket[rows], epoch[rows] = _matches(opening, _BRACKET_START), _matches(opening, _EPOCH_START)
     date = np.zeros(len(s), bool)
     rows = np.flatnonzero((first - np.uint8(48)) <= 9)
     date[rows] = _at(data, s[rows], _DATE_START)
