@@ -415,6 +415,8 @@ def _spans(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
         return pa.array([], pa.large_string())
     bounds = np.empty(2 * len(starts), np.int64)
     bounds[0::2], bounds[1::2] = starts, ends
+    if bounds[0] < 0 or bounds[-1] > len(data) or (np.diff(bounds) < 0).any():
+        raise ValueError("spans out of order")  # a bug here, never the input: Arrow would read past the bytes
     alternating = pa.Array.from_buffers(
         pa.large_binary(), len(bounds) - 1, [None, pa.py_buffer(bounds), pa.py_buffer(data)]
     )
