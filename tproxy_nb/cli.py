@@ -243,7 +243,8 @@ def cmd_check(args) -> int:
         print(json.dumps(curl.to_records(df), indent=2))
     else:
         print(
-            f"tls_deny: {settings.tls_deny}" + (f"; through {check.proxy_url(settings)}" if args.explicit_proxy else "")
+            f"tls_deny: {settings.tls_deny}; tunnel: {settings.tunnel}"
+            + (f"; through {check.proxy_url(settings)}" if args.explicit_proxy else "")
         )
         print(df[["case", "url", "outcome", "expected", "http_code", "exit_code", "error"]].to_string(index=False))
     return EXIT_OK if bool(df["as_expected"].all()) else EXIT_CHECK_FAILED
@@ -274,7 +275,7 @@ def cmd_trace(args) -> int:
         with host:
             check.require_curl(host)
             # The gateways start their rbac logger at info; the trace's verdict line needs it at debug.
-            for gateway in ("igw", "igw_http"):
+            for gateway in envoy_proc.GATEWAYS:
                 envoy_proc.set_log_level(host, settings, gateway, "rbac", "debug")
             result = check.run_case(host, known[args.case], settings.service.user)
             events = trace.trace(result, envoy_proc.fetch_logs(host, settings))  # fetch waits for Envoy's log flush

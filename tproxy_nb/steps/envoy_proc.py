@@ -32,6 +32,7 @@ from ..render.envoy import (
     listen_ports,
     log_path,
     out_path,
+    parse_counters,
     parse_listeners,
     parse_loggers,
     parse_ss,
@@ -291,6 +292,36 @@ def set_log_level(host: Host, settings: Settings, name: str, logger: str, level:
         said = next((line for line in answer.splitlines() if line.strip()), "no answer")
         raise StepError(f"Envoy {name} did not set logger {logger!r} to {level}: {said}. Nothing was changed.")
     return levels
+
+
+def counters(host: Host, settings: Settings, name: str, path: str = "/stats") -> dict[str, int]:
+    """The integer counters Envoy ``name`` shows at ``path`` now (``/stats?filter=rbac``, ``/clusters``).
+
+    Example: ``counters(host, s, "igw", "/stats?filter=rbac")["http.igw.rbac.denied"]`` -> ``5``.
+    """
+    return parse_counters(admin(host, settings, name, path))
+
+
+#: The gateways, each with the ``stat_prefix`` of its connection manager (templates/<name>.yaml).
+GATEWAYS = ("igw", "igw_http")
+
+
+def gateway_counts(host: Host, settings: Settings) -> dict[str, dict[str, int]]:
+    """Connections and requests each gateway has taken since it started (its connection manager's counters).
+
+    Read from ``http.<gateway>.downstream_cx_total`` and ``downstream_rq_total``; only differences between
+    two reads say something (:func:`tproxy_nb.analysis.pool.per_gateway`).
+
+    Example: ``gateway_counts(host, s)["igw"]`` -> ``{"connections": 12, "requests": 40}``.
+    """
+    out = {}
+    for name in GATEWAYS:
+        found = counters(host, settings, name, "/stats?filter=downstream_")
+        out[name] = {
+            "connections": found.get(f"http.{name}.downstream_cx_total", 0),
+            "requests": found.get(f"http.{name}.downstream_rq_total", 0),
+        }
+    return out
 
 
 def settle_logs() -> None:
