@@ -13,6 +13,7 @@ Example::
 
 from .core import (
     HOST_NS,
+    INDEX_URL,
     INET_NS,
     LOGIN_USER,
     NAMESPACES,
@@ -31,6 +32,7 @@ from .core import (
 
 __all__ = [
     "HOST_NS",
+    "INDEX_URL",
     "INET_NS",
     "LOGIN_USER",
     "NAMESPACES",

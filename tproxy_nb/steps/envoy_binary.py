@@ -42,6 +42,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import StepError
+from ..marks import cache_dir
 from ..settings import Settings
 from .facts import FileState, LocalFile, PipProbe, Platform
 from .plan import Action, Compress, FetchWheel, Plan, Run, Upload
@@ -226,11 +227,6 @@ def _pip_installed(probe: PipProbe, s: Settings) -> bool:
 
 
 # --------------------------------------------------------------------------- local files: cache, wheels
-
-
-def cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/tproxy-nb`` (default ``~/.cache/tproxy-nb``): compressed binaries, ``wheels/``."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tproxy-nb"
 
 
 def cache_path(local: LocalFile) -> Path:
