@@ -1,4 +1,4 @@
-"""`make bench`: log parsing throughput, chain latency (proxied vs direct), lab cycles.
+"""`make bench`: log parsing throughput, chain latency (proxied vs direct), lab cycles, first provision at 20 Mbit/s.
 
 Numbers go to build/bench/*.json and a summary to build/bench/summary.json.
 """
@@ -24,6 +24,9 @@ def main() -> int:
     from bench import chain
 
     chain.main(args.out, repeat=args.repeat, n_cycles=args.cycles)
+    from bench import slow_link
+
+    slow_link.main(args.out)
     summary = {p.stem: json.loads(p.read_text()) for p in sorted(args.out.glob("*.json")) if p.stem != "summary"}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"benchmarks written to {args.out}/")
