@@ -58,8 +58,20 @@ HOSTNAME = "tpx-rootfs"
 SUITE = "bookworm"
 #: What the chain runs on a host beyond minbase: sshd and sudo to get in; curl (the checks, /ready);
 #: iptables (the rules); iproute2 (``ss``); procps (``pgrep``, ``ps``); python3 (``envoy_install: pip``);
-#: ca-certificates (the system CA bundle the lab's public CA joins); netbase (/etc/protocols, /etc/services).
-PACKAGES = ("openssh-server", "sudo", "curl", "iptables", "iproute2", "procps", "python3", "ca-certificates", "netbase")
+#: ca-certificates (the system CA bundle the lab's public CA joins); netbase (/etc/protocols, /etc/services);
+#: tcpdump (notebook 4's capture installs it with apt where missing, and this host has no Debian mirror).
+PACKAGES = (
+    "openssh-server",
+    "sudo",
+    "curl",
+    "iptables",
+    "iproute2",
+    "procps",
+    "python3",
+    "ca-certificates",
+    "netbase",
+    "tcpdump",
+)
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 CACHE_DIR = Path(os.environ.get("TPROXY_NB_CACHE_DIR", "/var/cache/tproxy-nb"))
 #: Written last into a finished build: a cache directory without it is not used.
@@ -122,7 +134,7 @@ def ensure_cache(say: Callable[[str], None] = lambda msg: None) -> Path:
     Example: ``ensure_cache()`` -> ``PosixPath('/var/cache/tproxy-nb/rootfs-bookworm-amd64')``.
     """
     target = cache_path()
-    if (target / COMPLETE).is_file():
+    if _cache_ok(target):
         return target
     if shutil.which("debootstrap") is None:
         raise LabError(
@@ -132,9 +144,18 @@ def ensure_cache(say: Callable[[str], None] = lambda msg: None) -> Path:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     with open(CACHE_DIR / f"{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / COMPLETE).is_file():  # another process may have built it while we waited
+        if not _cache_ok(target):  # another process may have built it while we waited
             _build(target, say)
     return target
+
+
+def _cache_ok(target: Path) -> bool:
+    """A finished build with today's package list (a changed :data:`PACKAGES` rebuilds it)."""
+    try:
+        marker = (target / COMPLETE).read_text()
+    except OSError:
+        return False
+    return f"packages {' '.join(PACKAGES)}\n" in marker
 
 
 def _build(target: Path, say: Callable[[str], None]) -> None:
