@@ -72,7 +72,7 @@ def _make() -> BastionInfo:
     private, public = pki.ssh_keypair("tproxy-nb-lab-bastion")
     pki.write_private(d / "ssh_host_ed25519_key", private)
     (d / "ssh_host_ed25519_key.pub").write_text(public + "\n")
-    run, ns = core._run, core._ns
+    run, ns = netns.run, netns.in_ns
     run(["ip", "netns", "add", NS])
     run(ns(NS, "ip", "link", "set", "lo", "up"))
     netns.veth(End(ROOT_VETH, None, f"{ROOT_ADDR}/30"), End(OUTER_VETH, NS, f"{ADDR}/30"))
@@ -95,15 +95,15 @@ def leftovers() -> list[str]:
         found.append(f"namespace {NS}")
     if netns.link_exists(ROOT_VETH):
         found.append(f"veth {ROOT_VETH}")
-    pid = core._read_pid(state_dir() / "sshd.pid")
-    if core._pid_alive(pid):
+    pid = netns.read_pid(state_dir() / "sshd.pid")
+    if netns.pid_alive(pid):
         found.append(f"process {pid} (bastion sshd)")
     return found
 
 
 def down() -> list[str]:
     """Stop the bastion's sshd (by its PID) and remove its namespace, veths and files; nothing there is fine."""
-    removed = netns.remove(NS, core._read_pid(state_dir() / "sshd.pid"), ROOT_VETH, (core.HOST_NS, HOST_SIDE_VETH))
+    removed = netns.remove(NS, netns.read_pid(state_dir() / "sshd.pid"), ROOT_VETH, (core.HOST_NS, HOST_SIDE_VETH))
     if state_dir().exists():
         shutil.rmtree(state_dir(), ignore_errors=True)
         removed.append(str(state_dir()))

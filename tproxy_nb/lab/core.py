@@ -30,7 +30,6 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -45,6 +44,15 @@ from ..marks import GUARD_DIR as _GUARD_DIR
 from ..render import pki
 from ..settings import Settings
 from . import sshd
+
+# The process and namespace helpers live in netns (shared with the bastion and the rootfs host);
+# core keeps calling them by its short names.
+from .netns import in_ns as _ns
+from .netns import kill_pids as _kill_pids
+from .netns import namespace_pids
+from .netns import pid_alive as _pid_alive
+from .netns import read_pid as _read_pid
+from .netns import run as _run
 
 HOST_NS = "tpx-host"
 INET_NS = "tpx-inet"
@@ -102,27 +110,6 @@ class LabInfo:
 # --------------------------------------------------------------------------- small helpers
 
 
-def _run(
-    args: list[str], check: bool = True, timeout: float = 30, input: str | None = None
-) -> subprocess.CompletedProcess:
-    try:
-        p = subprocess.run(args, capture_output=True, text=True, timeout=timeout, input=input)
-    except FileNotFoundError:
-        raise LabError(
-            f"{args[0]} is not installed; the lab needs iproute2, iptables, openssh-server, sudo and curl. "
-            "Run 'make test' or 'make run' (they install them), or apt-get install them."
-        ) from None
-    except subprocess.TimeoutExpired:
-        raise LabError(f"'{' '.join(args)}' did not finish within {timeout:g} s while building the lab.") from None
-    if check and p.returncode != 0:
-        raise LabError(f"'{' '.join(args)}' failed (exit {p.returncode}): {p.stderr.strip() or p.stdout.strip()}")
-    return p
-
-
-def _ns(ns: str, *args: str) -> list[str]:
-    return ["ip", "netns", "exec", ns, *args]
-
-
 def require_root() -> None:
     """The lab creates namespaces, users and a sudoers entry: it needs root on Linux."""
     if sys.platform != "linux":
@@ -142,29 +129,6 @@ def existing_namespaces() -> list[str]:
     p = _run(["ip", "netns", "list"], check=False)
     present = {line.split()[0] for line in p.stdout.splitlines() if line.strip()}
     return [ns for ns in NAMESPACES if ns in present]
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is not alive for our purposes.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 def _host_key_fingerprint() -> str | None:
@@ -482,29 +446,6 @@ def _start_standin() -> None:
 
 
 # --------------------------------------------------------------------------- down
-
-
-def _kill_pids(pids: list[int], grace: float = 3.0) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
-        time.sleep(0.05)
-    for pid in pids:
-        if _pid_alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def namespace_pids(ns: str) -> list[int]:
-    """PIDs of every process inside namespace ``ns``."""
-    p = _run(["ip", "netns", "pids", ns], check=False)
-    return [int(x) for x in p.stdout.split() if x.isdigit()]
 
 
 def our_accounts() -> list[pwd.struct_passwd]:

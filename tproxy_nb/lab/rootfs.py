@@ -193,16 +193,16 @@ def _build(target: Path, say: Callable[[str], None]) -> None:
 
 def _make_admin(tree: Path) -> None:
     """``admin`` (uid 1000, groups sudo and adm, no password) and cloud-init's sudoers rule; no host keys."""
-    core._run(["chroot", str(tree), "useradd", "-m", "-u", "1000", "-s", "/bin/bash", "-G", "sudo,adm", USER])
-    core._run(["chroot", str(tree), "usermod", "-p", "*", USER])
+    netns.run(["chroot", str(tree), "useradd", "-m", "-u", "1000", "-s", "/bin/bash", "-G", "sudo,adm", USER])
+    netns.run(["chroot", str(tree), "usermod", "-p", "*", USER])
     sudoers = tree / SUDOERS_FILE
     sudoers.write_text(SUDOERS_RULE)
     os.chmod(sudoers, 0o440)
-    core._run(["chroot", str(tree), "visudo", "-cf", "/" + SUDOERS_FILE])
+    netns.run(["chroot", str(tree), "visudo", "-cf", "/" + SUDOERS_FILE])
     # Each run gets its own host key (pinned by the lab), as each instance does.
     for key in (tree / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
-    core._run(["chroot", str(tree), "apt-get", "clean"])
+    netns.run(["chroot", str(tree), "apt-get", "clean"])
 
 
 # --------------------------------------------------------------------------- one run of the host
@@ -250,8 +250,8 @@ def status() -> core.LabInfo:
     present = [NS] if NS in netns.names() else []
     if not present:
         problems.append(f"namespace {NS} is missing")
-    pid = core._read_pid(d / "host.pid")
-    if not core._pid_alive(pid):
+    pid = netns.read_pid(d / "host.pid")
+    if not netns.pid_alive(pid):
         problems.append("the rootfs host is not running")
     elif not sshd.answers(ADDR, PORT, timeout=3.0):
         problems.append(f"sshd does not answer on {ADDR}:{PORT}")
@@ -271,8 +271,8 @@ def status() -> core.LabInfo:
 
 def pid() -> int | None:
     """The PID of the host's outermost process (``unshare``), when it runs; its end ends the host."""
-    found = core._read_pid(run_dir() / "host.pid")
-    return found if core._pid_alive(found) else None
+    found = netns.read_pid(run_dir() / "host.pid")
+    return found if netns.pid_alive(found) else None
 
 
 def root() -> Path | None:
@@ -377,19 +377,19 @@ class _Upper:
 
 
 def _make_network() -> None:
-    core._run(["ip", "netns", "add", NS])
-    core._run(core._ns(NS, "ip", "link", "set", "lo", "up"))
+    netns.run(["ip", "netns", "add", NS])
+    netns.run(netns.in_ns(NS, "ip", "link", "set", "lo", "up"))
     for key in ("all", "default"):
-        core._run(core._ns(NS, "sysctl", "-q", "-w", f"net.ipv6.conf.{key}.disable_ipv6=0"))
-    core._run(core._ns(NS, "sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0"))
+        netns.run(netns.in_ns(NS, "sysctl", "-q", "-w", f"net.ipv6.conf.{key}.disable_ipv6=0"))
+    netns.run(netns.in_ns(NS, "sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0"))
     netns.veth(End(ROOT_VETH, None, f"{ROOT_ADDR}/30"), End(HOST_VETH, NS, f"{ADDR}/30"))
     netns.veth(
         End(UPLINK_VETH, NS, (f"{UPLINK_ADDR}/30", f"{UPLINK_ADDR6}/64")),
         End(INET_VETH, core.INET_NS, (f"{GATEWAY}/30", f"{GATEWAY6}/64")),
     )
     # Everything else through the "internet", as an instance routes through its VPC gateway.
-    core._run(core._ns(NS, "ip", "route", "add", "default", "via", GATEWAY))
-    core._run(core._ns(NS, "ip", "-6", "route", "add", "default", "via", GATEWAY6))
+    netns.run(netns.in_ns(NS, "ip", "route", "add", "default", "via", GATEWAY))
+    netns.run(netns.in_ns(NS, "ip", "-6", "route", "add", "default", "via", GATEWAY6))
 
 
 def _start(lower: Path) -> None:
@@ -400,7 +400,7 @@ def _start(lower: Path) -> None:
     args += [str(lower), str(d / "upper"), str(d / "work"), str(d / "merged"), HOSTNAME]
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            core._ns(NS, *args), stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            netns.in_ns(NS, *args), stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
         )
     (d / "host.pid").write_text(f"{proc.pid}\n")
     sshd.wait(ADDR, PORT, log, proc=proc, what="The rootfs host's sshd")
@@ -425,8 +425,8 @@ def leftovers() -> list[str]:
     found = [f"namespace {NS}"] if NS in netns.names() else []
     if netns.link_exists(ROOT_VETH):
         found.append(f"veth {ROOT_VETH}")
-    host = core._read_pid(run_dir() / "host.pid")
-    if core._pid_alive(host):
+    host = netns.read_pid(run_dir() / "host.pid")
+    if netns.pid_alive(host):
         found.append(f"process {host} (rootfs host)")
     found += [f"mount {m}" for m in _mounts_under(run_dir())]
     if run_dir().exists():
@@ -437,10 +437,10 @@ def leftovers() -> list[str]:
 def down() -> list[str]:
     """Stop the rootfs host (its ``unshare`` PID, then any process left in its namespace), remove its namespace,
     veths and this run's files. The cache stays; nothing there is fine."""
-    removed = netns.remove(NS, core._read_pid(run_dir() / "host.pid"), ROOT_VETH, (core.INET_NS, INET_VETH))
+    removed = netns.remove(NS, netns.read_pid(run_dir() / "host.pid"), ROOT_VETH, (core.INET_NS, INET_VETH))
     # The host's mounts lived in its own mount namespace and went with it; this catches anything else.
     for point in _mounts_under(run_dir()):
-        core._run(["umount", "-l", point], check=False)
+        netns.run(["umount", "-l", point], check=False)
         removed.append(f"mount {point}")
     if run_dir().exists():
         shutil.rmtree(run_dir(), ignore_errors=True)
