@@ -161,10 +161,12 @@ def cmd_lab(args) -> int:
         if args.json:
             print(lab.to_json(info))
         else:
-            print(
-                ("healthy" if info.healthy else "not healthy: " + "; ".join(info.problems))
-                + f" ({info.user}@{info.host}:{info.port})"
-            )
+            hosts = [info, lab.rootfs.status()] if lab.rootfs.leftovers() else [info]
+            for h in hosts:
+                print(
+                    ("healthy" if h.healthy else "not healthy: " + "; ".join(h.problems))
+                    + f" ({h.user}@{h.host}:{h.port})"
+                )
     return EXIT_OK
 
 

@@ -2,8 +2,9 @@
 
 ``core`` builds and tears down the namespaces, the host's real ``sshd`` and its login
 user; ``standin`` is the stand-in web server run inside the internet namespace; ``sshd`` is the one way
-the lab's OpenSSH servers are configured, started and checked; ``netns`` makes veth pairs; ``bastion`` is
-a jump host for tests; ``rootfs`` is a second host with its own Debian root filesystem (``lab:rootfs``).
+the lab's OpenSSH servers are configured, started and checked; ``netns`` runs commands, stops processes
+by PID and wires veth pairs; ``bastion`` is a jump host for tests; ``rootfs`` is a second host with its
+own Debian root filesystem (``lab:rootfs``).
 May import ``errors``, ``marks``, ``settings``, ``render`` (the lab CA) and ``remote``
 (a Host for the lab); nothing of ``steps``, ``analysis`` or ``present``.
 

@@ -109,7 +109,7 @@ def mirror_from_sources(texts: list[str], suite: str = SUITE) -> str | None:
                 if uris:
                     return uris[0].rstrip("/")
         for line in text.splitlines():
-            words = [w for w in re.sub(r"\[[^]]*\]", " ", line.split("#", 1)[0]).split()]
+            words = re.sub(r"\[[^]]*\]", " ", line.split("#", 1)[0]).split()  # options [arch=...] dropped
             if len(words) >= 3 and words[0] == "deb" and words[2] == suite and words[1].startswith("http"):
                 return words[1].rstrip("/")
     return None
@@ -182,7 +182,11 @@ def _build(target: Path, say: Callable[[str], None]) -> None:
             f"({'timed out' if p is None else f'exit {p.returncode}'}): {' / '.join(tail) or 'no output'}. "
             f"Full log: {log}. The host needs the Debian archive its apt sources name."
         )
-    _make_admin(build)
+    try:
+        _make_admin(build)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
     seconds = time.monotonic() - start
     (build / COMPLETE).write_text(
         f"suite {SUITE}\nmirror {url}\npackages {' '.join(PACKAGES)}\nseconds {seconds:.0f}\n"
@@ -213,7 +217,7 @@ def run_dir() -> Path:
     return core.STATE_DIR / "rootfs"
 
 
-#: Mounts, then sshd as PID 1 of the host's own PID namespace. Arguments: lower, upper, work, merged.
+#: Mounts, then sshd as PID 1 of the host's own PID namespace. Arguments: lower, upper, work, merged, hostname.
 #: devpts needs its own instance (and /dev/ptmx pointing into it) or PTY allocation fails; a tmpfs on
 #: /dev/shm keeps Envoy's shared memory inside the host.
 HOST_SCRIPT = r"""
@@ -223,12 +227,8 @@ mount -t overlay tpx-rootfs -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "
 mount -t proc proc "$m/proc"
 mount -t sysfs sysfs "$m/sys"
 mount -t tmpfs -o mode=755,nosuid tmpfs "$m/dev"
-for d in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
-  IFS=: read name major minor <<EOF_DEV
-$d
-EOF_DEV
-  mknod -m 666 "$m/dev/$name" c "$major" "$minor"
-done
+mknod -m 666 "$m/dev/null" c 1 3; mknod -m 666 "$m/dev/zero" c 1 5; mknod -m 666 "$m/dev/full" c 1 7
+mknod -m 666 "$m/dev/random" c 1 8; mknod -m 666 "$m/dev/urandom" c 1 9; mknod -m 666 "$m/dev/tty" c 5 0
 mkdir -m 755 "$m/dev/pts"; mkdir -m 1777 "$m/dev/shm"
 mount -t devpts -o newinstance,ptmxmode=0666,mode=620,gid=5 devpts "$m/dev/pts"
 ln -s pts/ptmx "$m/dev/ptmx"
