@@ -1,4 +1,5 @@
-"""`make bench`: log parsing throughput, chain latency (proxied vs direct), lab cycles, first provision at 20 Mbit/s.
+"""`make bench`: log parsing throughput, chain latency (proxied vs direct), lab cycles, chain configurations,
+first provision at 20 Mbit/s.
 
 Numbers go to build/bench/*.json and a summary to build/bench/summary.json.
 """
@@ -21,9 +22,10 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     # Log parsing runs in its own process so its peak-memory reading is its own.
     subprocess.run([sys.executable, "-m", "bench.bench_logs", "--out", str(args.out / "logs.json")], check=True)
-    from bench import chain
+    from bench import chain, modes
 
     chain.main(args.out, repeat=args.repeat, n_cycles=args.cycles)
+    modes.main(args.out, repeat=args.repeat)
     from bench import slow_link
 
     slow_link.main(args.out)
