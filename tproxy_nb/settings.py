@@ -6,6 +6,7 @@ Example settings file (every key optional)::
     service: {user: tpx-svc, group: tpx-svc, uid: 2102, gid: 2102}
     allowed_hosts: [www.google.com]
     bypass:  {root: true, link_local: true}
+    interception: redirect            # or tproxy
 
 Example::
 
@@ -116,6 +117,7 @@ class Settings:
     base_ids: dict = field(default_factory=lambda: {"sidecar": 11, "igw": 12, "igw_http": 13})
     log_level: str = "debug"
     tls_deny: str = "reset"  # what the sidecar does with TLS to a denied name: one of TLS_DENY_MODES
+    interception: str = "redirect"  # how connections reach the sidecar: one of INTERCEPTION_MODES
     source: str = "<defaults>"
 
     def replace(self, **changes: Any) -> Settings:
@@ -168,6 +170,10 @@ _SECTIONS = {"envoy": Account, "service": Account, "ports": Ports, "paths": Path
 #: CONNECT: a FIN), sni (network RBAC on the SNI in the sidecar: a FIN, no tunnel), deny-page (terminate
 #: TLS for denied names with an egress-CA certificate and answer 403 itself).
 TLS_DENY_MODES = ("reset", "read-first", "sni", "deny-page")
+#: How the host hands the service's connections to the sidecar (tproxy_nb.render.firewall): redirect (nat
+#: REDIRECT in ENVOY_EGRESS, the original write-up) or tproxy (mangle marks, a local route and TPROXY onto
+#: transparent listeners; the sidecar then runs with CAP_NET_ADMIN).
+INTERCEPTION_MODES = ("redirect", "tproxy")
 _LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
 
 
@@ -317,6 +323,12 @@ def validate(s: Settings) -> None:
             s.tls_deny,
             f"is not a mode the sidecar knows; choose one of {', '.join(TLS_DENY_MODES)} "
             "(reset is the original write-up)",
+        )
+    if s.interception not in INTERCEPTION_MODES:
+        raise bad(
+            "interception",
+            s.interception,
+            f"is not a way to intercept; choose one of {', '.join(INTERCEPTION_MODES)} (redirect is the original)",
         )
     if s.log_level not in _LEVELS:
         raise bad("log_level", s.log_level, f"must be one of {', '.join(_LEVELS)}")
