@@ -55,6 +55,7 @@ class FakeFile:
 class FakeProcess:
     argv: list[str]
     user: str
+    caps: tuple[str, ...] = ()  # ambient capabilities (setpriv --ambient-caps)
 
 
 EMPTY_NAT = (
@@ -291,6 +292,16 @@ class FakeHost:
         return 0, "", ""
 
     # commands (argv)
+    def _cmd_setpriv(self, args, stdin):
+        """``setpriv --reuid U ... --ambient-caps +CAP -- sh -c SCRIPT``: SCRIPT's processes run as U with CAP."""
+        assert args[args.index("--") + 1 : args.index("--") + 3] == ["sh", "-c"], args
+        before = set(self.procs)
+        result = self._shell(args[args.index("--") + 3])
+        caps = tuple(c.lstrip("+") for c in args[args.index("--ambient-caps") + 1].split(","))
+        for pid in set(self.procs) - before:
+            self.procs[pid].user, self.procs[pid].caps = args[args.index("--reuid") + 1], caps
+        return result
+
     def _cmd_true(self, args, stdin):
         return 0, "", ""
 

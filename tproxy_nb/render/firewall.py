@@ -334,7 +334,11 @@ def wanted_tproxy_rules(settings: Settings, family: str = "ipv4") -> list[Wanted
         ),
         WantedRule(
             TPROXY_CHAIN,
-            _spec("-p tcp", "every other TCP port goes to the sidecar TLS listener", f"TPROXY --on-port {p.tls_redirect} {to}"),
+            _spec(
+                "-p tcp",
+                "every other TCP port goes to the sidecar TLS listener",
+                f"TPROXY --on-port {p.tls_redirect} {to}",
+            ),
             f"Every other TCP port (443 above all) goes to the sidecar's TLS listener ({ip} port {p.tls_redirect}), "
             "which must be transparent (IP_TRANSPARENT) to accept a connection for an address that is not its own.",
         ),
@@ -358,7 +362,15 @@ class RouteEntry:
     why: str = ""
 
     def argv(self, verb: str) -> list[str]:
-        return ["ip", *(["-6"] if self.family == "ipv6" else []), self.kind, verb, *self.fields, "proto", str(ROUTE_PROTO)]
+        return [
+            "ip",
+            *(["-6"] if self.family == "ipv6" else []),
+            self.kind,
+            verb,
+            *self.fields,
+            "proto",
+            str(ROUTE_PROTO),
+        ]
 
     @property
     def add(self) -> list[str]:
@@ -372,7 +384,8 @@ class RouteEntry:
 def ip_entries(family: str = "ipv4") -> list[RouteEntry]:
     """The ip rule and the route TPROXY needs in ``family``: marked packets are delivered locally.
 
-    Example: ``shlex.join(ip_entries()[0].add)`` -> ``'ip rule add priority 1000 fwmark 0x400/0x400 lookup 400 proto 201'``.
+    Example: ``shlex.join(ip_entries()[0].add)``
+    -> ``'ip rule add priority 1000 fwmark 0x400/0x400 lookup 400 proto 201'``.
     """
     tool(family)
     m, t = _hex(FWMARK), str(ROUTE_TABLE)

@@ -328,7 +328,7 @@ ROUTING_SCRIPT = (
     "command -v ip >/dev/null 2>&1 || { echo no-ip; exit 0; }; "
     "for f in 4 6; do "
     "r=$(ip -j -$f rule show 2>/dev/null) || r='[]'; echo \"rules $f ${r:-[]}\"; "
-    "r=$(ip -j -$f route show table \"$1\" 2>/dev/null) || r='[]'; echo \"routes $f ${r:-[]}\"; "
+    'r=$(ip -j -$f route show table "$1" 2>/dev/null) || r=\'[]\'; echo "routes $f ${r:-[]}"; '
     "done"
 )
 
@@ -369,7 +369,8 @@ def parse_routing(text: str, table: int | str) -> Routing:
     """Parse :data:`ROUTING_SCRIPT` output (lines that are not JSON lists are skipped).
 
     Example: ``parse_routing('rules 4 [{"priority":1000,"fwmark":"0x400","fwmask":"0x400","table":"400",'
-    '"protocol":"201"}]', 400).entries[0].fields`` -> ``('priority', '1000', 'fwmark', '0x400/0x400', 'lookup', '400')``.
+    '"protocol":"201"}]', 400).entries[0].fields``
+    -> ``('priority', '1000', 'fwmark', '0x400/0x400', 'lookup', '400')``.
     """
     entries: list[IpEntry] = []
     if text.strip() == "no-ip":

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..errors import StepError
-from ..remote.host import Host
 from ..marks import ROUTE_PROTO
+from ..remote.host import Host
 from ..render.firewall import (
     CHAIN,
     FAMILIES,
@@ -91,7 +91,9 @@ def _apply_lines(table: Table, specs: list[ChainSpec]) -> tuple[list[str], list[
     """
     ours = OUR_CHAINS[table.name]
     keep = {
-        c.name: next((r for r in table.chain_rules(c.hook.chain) if normalize_spec(r.spec) == normalize_spec(c.hook.spec)), None)
+        c.name: next(
+            (r for r in table.chain_rules(c.hook.chain) if normalize_spec(r.spec) == normalize_spec(c.hook.spec)), None
+        )
         for c in specs
     }
     stale = [
@@ -222,15 +224,13 @@ def plan_from_state(
         what += parts
         for n in notes:
             plan.note(n)
-    adds, deletes, notes = [], [], []
-    if routing is not None:
-        want = ip_entries(family) if settings.interception == "tproxy" else []
-        if want and not routing.ip:
-            raise StepError(
-                "interception: tproxy needs the ip command (iproute2) on the host for its rule and route: install "
-                "it (Debian/Ubuntu: sudo apt-get install -y iproute2) and retry. Nothing was changed."
-            )
-        adds, deletes, notes = _routing_changes(routing, want, family)
+    want = ip_entries(family) if settings.interception == "tproxy" else []
+    if routing is not None and want and not routing.ip:
+        raise StepError(
+            "interception: tproxy needs the ip command (iproute2) on the host for its rule and route: install "
+            "it (Debian/Ubuntu: sudo apt-get install -y iproute2) and retry. Nothing was changed."
+        )
+    adds, deletes, route_notes = _routing_changes(routing, want, family) if routing is not None else ([], [], [])
     if adds:
         plan.add(f"Add the ip rule and route that deliver marked packets locally ({LABELS[family]})", *adds)
     if text:
@@ -238,7 +238,7 @@ def plan_from_state(
         plan.changes.append(_restore_change(summary, "\n".join(text) + "\n", guard_seconds, family))
     if deletes:
         plan.add(f"Delete {len(deletes)} ip rule(s)/route(s) of ours ({LABELS[family]})", *deletes)
-    for n in notes:
+    for n in route_notes:
         plan.note(n)
     return plan
 
@@ -509,7 +509,7 @@ def plan_apply(host: Host, settings: Settings, guard_seconds: float | None = DEF
 
 
 def apply(host: Host, settings: Settings, guard_seconds: float | None = DEFAULT_GUARD_SECONDS) -> Plan:
-    """Bring the interception in place (IPv4, and IPv6 where the host has it), verify from a fresh read; return the plan.
+    """Bring the interception in place (IPv4, and IPv6 where the host has it), verify by reading again; return the plan.
 
     guard_seconds: seconds the host waits for a new SSH connection to confirm before it restores the
     previous rules (:func:`~tproxy_nb.steps.guard.apply_guarded`, once per family); None or 0 applies
