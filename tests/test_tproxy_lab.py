@@ -1,0 +1,100 @@
+"""interception: tproxy on the lab: the four outcomes in both families, the sidecar's one capability, clean removal."""
+
+import pytest
+
+from tproxy_nb.render import envoy
+from tproxy_nb.steps import chain as egress
+from tproxy_nb.steps import check, envoy_proc
+from tproxy_nb.steps import firewall as ipt
+
+pytestmark = pytest.mark.lab
+
+#: Someone else's mangle rule and ip rule, there before the chain: both must still be there after it.
+FOREIGN_MANGLE = ["-A", "PREROUTING", "-i", "tpx-nowhere", "-p", "udp", "-j", "MARK", "--set-xmark", "0x1/0xffffffff"]
+FOREIGN_RULE = ["priority", "500", "fwmark", "0x1", "lookup", "100"]
+CAP_NET_ADMIN = 1 << 12
+
+
+def _foreign(host, verb: str) -> None:
+    for family in ("", "6"):
+        flag = ["-D" if verb == "del" else "-I", *FOREIGN_MANGLE[1:]]
+        host.run([f"ip{family}tables", "-t", "mangle", *flag], sudo=True, check=verb == "add", timeout=30)
+        host.run(["ip", f"-{family or 4}", "rule", verb, *FOREIGN_RULE], sudo=True, check=verb == "add", timeout=30)
+
+
+def _listing(host) -> str:
+    return host.run(
+        "iptables-save -t mangle; ip6tables-save -t mangle; ip -4 rule; ip -6 rule; "
+        "ip -4 route show table all; ip -6 route show table all",
+        sudo=True,
+        timeout=30,
+    ).stdout
+
+
+@pytest.fixture(scope="module")
+def tproxy(host, settings):
+    """The chain with interception: tproxy, a foreign mangle rule and ip rule beside it; all removed afterwards."""
+    s = settings.replace(interception="tproxy")
+    _foreign(host, "add")
+    try:
+        egress.up(host, s, guard_seconds=None)
+        yield s
+    finally:
+        egress.down(host, s)
+        _foreign(host, "del")
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_four_outcomes_through_tproxy(host, tproxy, family):
+    df = check.run_cases(host, tproxy, progress=False, family=family)
+    assert dict(zip(df["case"], df["outcome"])) == {
+        "http allowed": "allowed",
+        "http denied": "denied",
+        "https allowed": "allowed",
+        "https denied": "reset",
+    }
+    assert all((":" in ip) == (family == "ipv6") for ip in df["remote_ip"])
+    # Nothing went through nat: the TPROXY rules moved the packets.
+    df_rules = ipt.show(host)
+    assert set(df_rules["table"]) == {"mangle"}
+    moved = df_rules[(df_rules["family"] == family) & (df_rules["target"] == "TPROXY")]
+    assert moved["packets"].sum() > 0
+
+
+def test_the_sidecar_runs_as_envoy_with_only_net_admin(host, tproxy):
+    def status(name):
+        pid = envoy_proc.pids(host, tproxy, name)[0]
+        text = host.run(["cat", f"/proc/{pid}/status"], sudo=True, timeout=30).stdout
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        return int(fields["Uid"].split()[1]), int(fields["CapEff"].strip(), 16), int(fields["CapAmb"].strip(), 16)
+
+    uid, eff, amb = status("sidecar")
+    assert uid == tproxy.envoy.uid and uid != 0
+    assert eff == CAP_NET_ADMIN and amb == CAP_NET_ADMIN
+    assert status("igw")[1:] == (0, 0)
+    listeners = envoy_proc.admin(host, tproxy, "sidecar", "/config_dump?resource=static_listeners")
+    assert listeners.count('"transparent": true') == 2
+    assert envoy.render(tproxy, "sidecar").count("transparent: true") == 2
+
+
+def test_switching_back_to_redirect_and_again_leaves_no_stale_rule(host, tproxy):
+    redirect = tproxy.replace(interception="redirect")
+    try:
+        ipt.apply(host, redirect, guard_seconds=None)
+        text = _listing(host)
+        assert "ENVOY_MARK" not in text and "lookup 400" not in text and "table 400" not in text
+        assert set(ipt.show(host)["table"]) == {"nat"}
+    finally:
+        ipt.apply(host, tproxy, guard_seconds=None)
+    assert "ENVOY_EGRESS" not in host.run("iptables-save -t nat; ip6tables-save -t nat", sudo=True).stdout
+    assert ipt.plan_apply(host, tproxy).empty
+
+
+def test_down_leaves_no_mangle_rule_ip_rule_or_route_of_ours(host, tproxy):
+    # Last in this module: the fixture's own down() afterwards then finds nothing to do.
+    egress.down(host, tproxy)
+    text = _listing(host)
+    assert "tproxy-nb" not in text and "ENVOY_" not in text
+    assert "proto 201" not in text and "lookup 400" not in text
+    assert text.count("tpx-nowhere") == 2 and text.count("fwmark 0x1 lookup 100") == 2
+    assert ipt.show(host).empty and ipt.show_routing(host).empty and ipt.plan_remove(host).empty
