@@ -1,5 +1,8 @@
 """interception: tproxy on the lab: the four outcomes in both families, the sidecar's one capability, clean removal."""
 
+import subprocess
+import sys
+
 import pytest
 
 from tproxy_nb.render import envoy
@@ -88,6 +91,22 @@ def test_switching_back_to_redirect_and_again_leaves_no_stale_rule(host, tproxy)
         ipt.apply(host, tproxy, guard_seconds=None)
     assert "ENVOY_EGRESS" not in host.run("iptables-save -t nat; ip6tables-save -t nat", sudo=True).stdout
     assert ipt.plan_apply(host, tproxy).empty
+
+
+def test_cli_shows_and_plans_the_removal_of_the_mangle_rules_and_the_routing(tproxy):
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "tproxy_nb.cli", *args], capture_output=True, text=True, timeout=120
+        )
+
+    show = cli("iptables", "show")
+    assert show.returncode == 0 and "ENVOY_TPROXY" in show.stdout and "mangle" in show.stdout
+    assert "priority 1000 fwmark 0x400/0x400 lookup 400" in show.stdout
+    plan = cli("iptables", "remove", "--plan")
+    assert plan.returncode == 0, plan.stderr
+    assert (
+        "-X ENVOY_MARK" in plan.stdout and "$ ip -6 route del local default dev lo table 400 proto 201" in plan.stdout
+    )
 
 
 def test_down_leaves_no_mangle_rule_ip_rule_or_route_of_ours(host, tproxy):
