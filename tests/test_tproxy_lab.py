@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from tproxy_nb.present import bundle
 from tproxy_nb.render import envoy
 from tproxy_nb.steps import chain as egress
 from tproxy_nb.steps import check, envoy_proc
@@ -107,6 +108,18 @@ def test_cli_shows_and_plans_the_removal_of_the_mangle_rules_and_the_routing(tpr
     assert (
         "-X ENVOY_MARK" in plan.stdout and "$ ip -6 route del local default dev lo table 400 proto 201" in plan.stdout
     )
+
+
+def test_the_data_bundle_holds_both_families_of_the_mangle_rules(host, tproxy, tmp_path):
+    df = check.run_cases(host, tproxy, progress=False, family="ipv6")
+    data = bundle.record(tmp_path / "data", host, tproxy, results=df, logs={}, stats_before={})
+    rules = {p.name: p.read_text() for p in (data / "iptables").iterdir()}
+    assert sorted(rules) == ["mangle.rules", "mangle6.rules", "nat.rules", "nat6.rules"]
+    assert "--on-ip ::1" in rules["mangle6.rules"] and "--on-ip 127.0.0.1" in rules["mangle.rules"]
+    assert "ENVOY_EGRESS" not in rules["nat.rules"] + rules["nat6.rules"]
+    assert "tpx-nowhere" not in rules["mangle.rules"]  # only our chains and hooks
+    tproxied = [line for line in rules["mangle6.rules"].splitlines() if "-j TPROXY" in line]
+    assert any(not line.startswith("[0:0]") for line in tproxied)  # with counters: the requests moved them
 
 
 def test_down_leaves_no_mangle_rule_ip_rule_or_route_of_ours(host, tproxy):

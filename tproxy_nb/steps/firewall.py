@@ -425,7 +425,11 @@ SHOW_COLUMNS = ["family", "table", "chain", "num", "packets", "bytes", "target",
 _HOOKS = {"nat": ("OUTPUT",), "mangle": ("OUTPUT", "PREROUTING")}
 
 
-def _shown_families(host: Host) -> list[str]:
+def shown_families(host: Host) -> list[str]:
+    """The families whose rules the host can hold: its tools are installed (and, for IPv6, the kernel has it).
+
+    Example: ``shown_families(host)`` -> ``['ipv4', 'ipv6']`` on the lab.
+    """
     fam = host_families(host)
     return [f for f in FAMILIES if fam.has_tools(f) and not (f == "ipv6" and not fam.ipv6_kernel)]
 
@@ -441,7 +445,7 @@ def show(host: Host) -> pd.DataFrame:
     Example: ``show(host).groupby("family").packets.sum()``.
     """
     rows = []
-    for family in _shown_families(host):
+    for family in shown_families(host):
         for name, table in current_tables(host, family).items():
             ours = OUR_CHAINS[name]
             for chain in (*_HOOKS[name], *ours):
