@@ -13,13 +13,14 @@ import pytest
 import yaml
 from fakes import FakeHost
 from test_iptables import GOLDEN, golden, hook_and_chain
+from test_plans import small_envoy  # noqa: F401  (a fixture)
 
 from tproxy_nb.errors import SettingsError, StepError
 from tproxy_nb.render import envoy
 from tproxy_nb.render import firewall as fw
 from tproxy_nb.render import iptables_save as ips
 from tproxy_nb.settings import Settings, load_settings
-from tproxy_nb.steps import envoy_proc, facts
+from tproxy_nb.steps import chain, envoy_proc, facts
 from tproxy_nb.steps import firewall as ipt
 from tproxy_nb.steps.plan import Restore, Run
 
@@ -248,3 +249,20 @@ def test_the_sidecar_starts_as_the_envoy_user_with_net_admin_only_under_tproxy(t
     side = procs[envoy.config_path(s, "sidecar")]
     assert (side.user, side.caps) == ("tpx-envoy", ("net_admin",))
     assert procs[envoy.config_path(s, "igw")].caps == ()
+
+
+@pytest.mark.usefixtures("small_envoy")
+def test_switch_interception_on_the_fake_restarts_only_the_sidecar(tmp_path):
+    host = FakeHost()
+    chain.up(host, Settings(), certs_dir=tmp_path / "certs", guard_seconds=None)
+    igw = envoy_proc.pids(host, Settings(), "igw")
+    s, plans = chain.switch_interception(host, Settings(), "tproxy", guard_seconds=None)
+    assert [p.step for p in plans] == ["envoy configs", "iptables ENVOY_MARK, ENVOY_TPROXY"]
+    side = host.procs[envoy_proc.pids(host, s, "sidecar")[0]]
+    assert side.caps == ("net_admin",) and envoy_proc.pids(host, s, "igw") == igw
+    assert set(ipt.show(host)["table"]) == {"mangle"} and len(ours_in_routing(host)) == 4
+    back, plans = chain.switch_interception(host, s, "redirect", guard_seconds=None)
+    assert [p.step for p in plans] == ["iptables ENVOY_EGRESS", "envoy configs"]
+    assert host.procs[envoy_proc.pids(host, back, "sidecar")[0]].caps == ()
+    assert set(ipt.show(host)["table"]) == {"nat"} and ours_in_routing(host) == [] and ours_in_mangle(host) == []
+    assert all(p.empty for p in chain.up(host, back, certs_dir=tmp_path / "certs", guard_seconds=None))

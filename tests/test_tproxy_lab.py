@@ -81,15 +81,20 @@ def test_the_sidecar_runs_as_envoy_with_only_net_admin(host, tproxy):
     assert envoy.render(tproxy, "sidecar").count("transparent: true") == 2
 
 
-def test_switching_back_to_redirect_and_again_leaves_no_stale_rule(host, tproxy):
-    redirect = tproxy.replace(interception="redirect")
+def test_switching_to_redirect_and_back_leaves_no_stale_rule(host, tproxy):
+    redirect, plans = egress.switch_interception(host, tproxy, "redirect", guard_seconds=None)
     try:
-        ipt.apply(host, redirect, guard_seconds=None)
+        assert [p.step for p in plans] == ["iptables ENVOY_EGRESS", "envoy configs"]
         text = _listing(host)
         assert "ENVOY_MARK" not in text and "lookup 400" not in text and "table 400" not in text
         assert set(ipt.show(host)["table"]) == {"nat"}
+        df = check.run_cases(host, redirect, progress=False, family="ipv4")
+        assert df.set_index("case").loc["https denied", "outcome"] == "reset"
+        pid = envoy_proc.pids(host, redirect, "sidecar")[0]
+        assert "CapEff:\t0000000000000000" in host.run(["cat", f"/proc/{pid}/status"], sudo=True).stdout
     finally:
-        ipt.apply(host, tproxy, guard_seconds=None)
+        back, _ = egress.switch_interception(host, redirect, "tproxy", guard_seconds=None)
+    assert back == tproxy
     assert "ENVOY_EGRESS" not in host.run("iptables-save -t nat; ip6tables-save -t nat", sudo=True).stdout
     assert ipt.plan_apply(host, tproxy).empty
 
