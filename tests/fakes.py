@@ -1,12 +1,13 @@
 """One fake host for the pure tests: an in-memory Debian host that answers the fact commands and
 carries out the commands the plans' actions send.
 
-It models accounts (``getent``), files (content, mode, owner, group), the nat tables of both
+It models accounts (``getent``), files (content, mode, owner, group), the iptables tables of both
 address families (as ``iptables-save``/``ip6tables-save`` print them, changed through the same restore
-simulator the firewall tests use), which iptables tools are installed, its IPv6 addresses, and Envoy
-processes. A command it does not know fails the test (``AssertionError``): the
-vocabulary of what plans send stays small and explicit. Scripted answers (``answers=``) override
-the model, for failures a real host gives (iptables missing, a refused restore).
+simulator the firewall tests use), ip rules and routes (``ip -j``, ``ip rule|route add|del``), which
+iptables tools are installed, its IPv6 addresses, and Envoy processes. A command it does not know fails
+the test (``AssertionError``): the vocabulary of what plans send stays small and explicit. Scripted
+answers (``answers=``) override the model, for failures a real host gives (iptables missing, a refused
+restore).
 
 Example::
 

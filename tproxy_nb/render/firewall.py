@@ -1,4 +1,7 @@
-"""The ENVOY_EGRESS NAT chain on paper: the rules we want, rendered from the settings (pure).
+"""The interception rules on paper: what we want, rendered from the settings (pure).
+
+``interception: redirect`` (the default) is the ENVOY_EGRESS NAT chain below; ``interception: tproxy``
+is the mangle chains ENVOY_MARK and ENVOY_TPROXY plus an ip rule and a route (further down).
 
 Outbound TCP from the host is redirected to the Envoy sidecar with the ``nat`` table, the same
 chain in ``iptables`` (IPv4) and ``ip6tables`` (IPv6)::
@@ -15,6 +18,23 @@ chain in ``iptables`` (IPv4) and ``ip6tables`` (IPv6)::
 REDIRECT sends a connection to the primary address of the interface it leaves by; for locally
 generated packets that is loopback: 127.0.0.1, or ``::1`` for IPv6, where the sidecar also listens.
 
+TPROXY keeps the destination and needs every packet of a connection routed back in, so it takes three
+pieces (:func:`wanted_mark_rules`, :func:`ip_entries`, :func:`wanted_tproxy_rules`)::
+
+    mangle OUTPUT ──-p tcp──> ENVOY_MARK
+                               ├─ not a SYN, original direction ─> CONNMARK --restore-mark (the SYN's mark)
+                               ├─ not a SYN ──────────────────────> RETURN (marked above, or an older connection)
+                               ├─ the NAT chain's exclusions ─────> RETURN (envoy uid/gid, root, local, link-local)
+                               └─ a new connection ───────────────> MARK 0x400, CONNMARK --save-mark
+    ip rule fwmark 0x400/0x400 lookup 400 ──> table 400: local default dev lo (marked packets go to lo)
+    mangle PREROUTING ──-p tcp──> ENVOY_TPROXY
+                               ├─ not marked ──> RETURN
+                               ├─ --dport 80 ──> TPROXY 127.0.0.1:12003 (IPv6 ::1), destination unchanged
+                               └─ other ports ─> TPROXY 127.0.0.1:12000 (IPv6 ::1)
+
+The sidecar's listeners are then transparent (IP_TRANSPARENT, so CAP_NET_ADMIN); the ip rule and route
+carry ``proto 201`` (:data:`~tproxy_nb.marks.ROUTE_PROTO`) as the rules carry their comment.
+
 Every rule carries ``-m comment --comment "tproxy-nb: <why>"`` so that the rules are
 recognisable as ours in ``iptables-save`` and removal touches nothing else.
 :mod:`tproxy_nb.steps.firewall` plans, applies and removes them on a host.
@@ -23,6 +43,7 @@ Example::
 
     print(render_rules(Settings()))
     print(render_rules(Settings(), "ipv6"))
+    print(render_rules(Settings().replace(interception="tproxy")), render_routing())
     [r["why"] for r in explain_rules(Settings())]
 """
 

@@ -1,16 +1,20 @@
-"""The ENVOY_EGRESS NAT chain on a host, IPv4 and IPv6: read its rules, plan, apply atomically, show, remove.
+"""The interception rules on a host, IPv4 and IPv6: read them, plan, apply atomically, show, remove.
 
-The rules themselves are rendered by :mod:`tproxy_nb.render.firewall`. Each address family is loaded
-with one ``iptables-restore --noflush`` / ``ip6tables-restore --noflush`` (all or nothing per family),
-optionally under a rollback guard that the host itself runs (:mod:`tproxy_nb.steps.guard`, in the
-spirit of Debian's ``iptables-apply``).
+``interception: redirect`` is the ENVOY_EGRESS NAT chain; ``tproxy`` the mangle chains ENVOY_MARK and
+ENVOY_TPROXY with an ip rule and a local route per family. A plan brings the host to the settings' mode
+and removes what the other mode left; removal takes every rule, chain, ip rule and route of ours and
+nothing else. The rules themselves are rendered by :mod:`tproxy_nb.render.firewall`. Each address family
+is loaded with one ``iptables-restore --noflush`` / ``ip6tables-restore --noflush`` (all or nothing per
+family, nat and mangle together), optionally under a rollback guard that the host itself runs
+(:mod:`tproxy_nb.steps.guard`, in the spirit of Debian's ``iptables-apply``).
 
 Which families: IPv4 always; IPv6 wherever the host has ip6tables. A host with IPv6 (a global or ULA
 address, or a default route) but no ip6tables is refused before anything changes: IPv4-only rules
 there would let every IPv6 connection past the allowlist.
 
 Pyinfra style: a *fact* is one read-only command plus a pure parser
-(:func:`current_state` = ``iptables-save -t nat -c`` + :func:`~tproxy_nb.render.iptables_save.parse_save`;
+(:func:`current_tables` = ``iptables-save -c`` + :func:`~tproxy_nb.render.iptables_save.parse_save`;
+:func:`tproxy_nb.steps.facts.routing` = ``ip -j rule`` and ``ip -j route show table 400``;
 :func:`host_families` = which tools exist and whether the host has IPv6, :func:`parse_families`);
 the planners (:func:`plan_from_state`, :func:`plan_remove_from_state`, :func:`apply_families`) are
 pure and turn wanted + current into a :class:`~tproxy_nb.steps.plan.Plan`; only applying the plan
@@ -20,8 +24,9 @@ Example::
 
     plan = plan_apply(host, settings)   # dry run: print(plan)
     plan.apply(host)                    # or apply(host, settings)
-    show(host)                          # rules with packet/byte counters, both families
-    remove(host)                        # only our rules and chains
+    show(host)                          # rules with packet/byte counters, both families and tables
+    show_routing(host)                  # our ip rules and routes (tproxy)
+    remove(host)                        # only our rules, chains, ip rules and routes
 """
 
 from __future__ import annotations
