@@ -5,8 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # python3-venv: `python3 -m venv` needs it where python3 is Debian's own.
 APT_PKGS := iproute2 iptables nftables openssh-server sudo curl python3-venv tcpdump
-# Only the tests need a browser: the real-JupyterLab test drives Debian's Chromium.
-APT_TEST_PKGS := chromium chromium-driver
+# Only the tests need a browser (the real-JupyterLab test drives Debian's Chromium) and debootstrap (the lab:rootfs host).
+APT_TEST_PKGS := chromium chromium-driver debootstrap
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: run test lint bench system system-test apt venv lab-down clean

@@ -1,4 +1,4 @@
-"""`make bench`: log parsing throughput, chain latency (proxied vs direct), lab cycles.
+"""`make bench`: log parsing throughput, chain latency (proxied vs direct), lab cycles, chain configurations.
 
 Numbers go to build/bench/*.json and a summary to build/bench/summary.json.
 """
@@ -21,9 +21,10 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     # Log parsing runs in its own process so its peak-memory reading is its own.
     subprocess.run([sys.executable, "-m", "bench.bench_logs", "--out", str(args.out / "logs.json")], check=True)
-    from bench import chain
+    from bench import chain, modes
 
     chain.main(args.out, repeat=args.repeat, n_cycles=args.cycles)
+    modes.main(args.out, repeat=args.repeat)
     summary = {p.stem: json.loads(p.read_text()) for p in sorted(args.out.glob("*.json")) if p.stem != "summary"}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"benchmarks written to {args.out}/")

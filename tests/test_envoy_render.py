@@ -460,6 +460,47 @@ def test_only_the_sidecar_changes_with_the_mode(settings):
         assert f"# tls_deny: {mode}" in envoy.render(other, "sidecar")
 
 
+# --------------------------------------------------------------------------- tunnel: http1 | http2
+
+
+def test_http1_tunnels_use_envoys_default_protocol_and_offer_no_alpn(settings):
+    igw = cluster(parsed(settings, "sidecar"), "igw")
+    assert "typed_extension_protocol_options" not in igw
+    assert "alpn_protocols" not in igw["transport_socket"]["typed_config"]["common_tls_context"]
+    assert "# tunnel: http1" in envoy.render(settings, "sidecar")
+
+
+def test_http2_tunnels_ask_for_h2_and_ping_the_pooled_connection(settings):
+    s = settings.replace(tunnel="http2")
+    igw = cluster(parsed(s, "sidecar"), "igw")
+    assert igw["transport_socket"]["typed_config"]["common_tls_context"]["alpn_protocols"] == ["h2"]
+    options = igw["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    h2 = options["explicit_http_config"]["http2_protocol_options"]
+    assert set(h2["connection_keepalive"]) == {"interval", "timeout"}
+    # Only the tunnel to igw changes: plain HTTP to igw_http stays HTTP/1.1 with keep-alive.
+    assert "typed_extension_protocol_options" not in cluster(parsed(s, "sidecar"), "igw_http")
+
+
+def test_igw_takes_connect_over_http1_and_http2_whatever_the_sidecar_uses(settings):
+    assert envoy.render(settings.replace(tunnel="http2"), "igw") == envoy.render(settings, "igw")
+    lis = listener(parsed(settings, "igw"), "igw")
+    tls = lis["filter_chains"][0]["transport_socket"]["typed_config"]["common_tls_context"]
+    assert tls["alpn_protocols"] == ["h2", "http/1.1"]
+    hcm = first_filter(lis)
+    assert hcm["http2_protocol_options"] == {"allow_connect": True}
+    assert hcm["upgrade_configs"] == [{"upgrade_type": "CONNECT"}]
+
+
+@pytest.mark.parametrize("mode", ["reset", "read-first", "sni", "deny-page"])
+def test_each_tls_deny_mode_composes_with_http2(settings, mode):
+    both = settings.replace(tunnel="http2", tls_deny=mode)
+    tls_only = settings.replace(tls_deny=mode)
+    assert _tls_chains(both) == _tls_chains(tls_only)
+    assert cluster(parsed(both, "sidecar"), "igw") == cluster(
+        parsed(settings.replace(tunnel="http2"), "sidecar"), "igw"
+    )
+
+
 def test_the_explicit_proxy_relays_connect_to_igw_and_plain_http_to_igw_http(settings):
     listeners = {
         x["name"]: x for x in yaml.safe_load(envoy.render(settings, "sidecar"))["static_resources"]["listeners"]

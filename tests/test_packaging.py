@@ -18,7 +18,7 @@ import yaml
 
 from tproxy_nb import lab
 from tproxy_nb.render import envoy
-from tproxy_nb.settings import TLS_DENY_MODES, Settings
+from tproxy_nb.settings import TLS_DENY_MODES, TUNNEL_MODES, Settings
 
 REPO = Path(__file__).resolve().parent.parent
 # What a clean checkout does not have, or what is big and not part of the package.
@@ -67,13 +67,16 @@ def test_the_installed_package_renders_from_its_own_templates(installed):
         "igw_http.yaml",
         "sidecar.yaml",
         "tls_deny",
+        "tunnel",
     ]
     assert sorted(p.name for p in Path(templates, "tls_deny").iterdir()) == [
         f"{mode}.yaml" for mode in sorted(TLS_DENY_MODES)
     ]
+    assert {p.name for p in Path(templates, "tunnel").iterdir()} >= {f"{mode}.yaml" for mode in TUNNEL_MODES}
     deny_page = "from tproxy_nb.render import envoy; from tproxy_nb.settings import Settings\n"
-    deny_page += "print(envoy.render(Settings().replace(tls_deny='deny-page'), 'sidecar'))"
-    assert "deny-page www.lyft.com" in _run([venv / "bin" / "python", "-c", deny_page], elsewhere).stdout
+    deny_page += "print(envoy.render(Settings().replace(tls_deny='deny-page', tunnel='http2'), 'sidecar'))"
+    sidecar = _run([venv / "bin" / "python", "-c", deny_page], elsewhere).stdout
+    assert "deny-page www.lyft.com" in sidecar and "alpn_protocols: [h2]" in sidecar
     assert igw == envoy.render(Settings(), "igw")
     assert yaml.safe_load(igw)["static_resources"]["listeners"]
 

@@ -53,6 +53,7 @@ def test_missing_file_says_what_to_do(tmp_path):
         ("colour: blue", "colour"),
         ("ports: {igww: 1}", "ports.igww"),
         ("tls_deny: drop", "tls_deny"),
+        ("tunnel: h2", "tunnel"),
         ("ports: {explicit_proxy: 12000}", "ports.explicit_proxy"),
         ("bypass: {root: 'yes'}", "bypass.root"),
         ("bypass: {link_local: 0}", "bypass.link_local"),
@@ -86,11 +87,18 @@ def test_replace_revalidates():
     assert Settings().replace(allowed_hosts=("www.lyft.com",)).allowed_hosts == ("www.lyft.com",)
 
 
-def test_tls_deny_defaults_to_the_reset_of_the_write_up_and_names_the_modes(tmp_path):
-    assert load_settings().tls_deny == "reset" and load_settings().ports.explicit_proxy == 12008
+@pytest.mark.parametrize(
+    "key,default,other,bad,modes",
+    [
+        ("tls_deny", "reset", "deny-page", "rst", "reset, read-first, sni, deny-page"),
+        ("tunnel", "http1", "http2", "HTTP/2", "http1, http2"),
+    ],
+)
+def test_modes_default_to_the_write_up_and_a_bad_one_names_them_all(tmp_path, key, default, other, bad, modes):
+    assert getattr(load_settings(), key) == default and load_settings().ports.explicit_proxy == 12008
     f = tmp_path / "s.yaml"
-    f.write_text("tls_deny: deny-page\n")
-    assert load_settings(f).tls_deny == "deny-page"
-    f.write_text("tls_deny: rst\n")
-    with pytest.raises(SettingsError, match="reset, read-first, sni, deny-page"):
+    f.write_text(f"{key}: {other}\n")
+    assert getattr(load_settings(f), key) == other
+    f.write_text(f"{key}: {bad}\n")
+    with pytest.raises(SettingsError, match=f"choose one of {modes}"):
         load_settings(f)

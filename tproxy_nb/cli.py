@@ -37,7 +37,7 @@ def _common(p: argparse.ArgumentParser, target: bool = True, settings: bool = Tr
         p.add_argument(
             "--target",
             default="lab",
-            help="'lab' (default), user@host[:port], a ~/.ssh/config alias, or replay:DIR (run, trace)",
+            help="'lab' (default), 'lab:rootfs', user@host[:port], a ~/.ssh/config alias, or replay:DIR (run, trace)",
         )
         p.add_argument("--key", default=None, help="private key file for a non-lab target")
         p.add_argument("--known-hosts", default=None, help="known_hosts file (default ~/.ssh/known_hosts)")
@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("lab", help="the local lab (network namespaces + sshd)")
     lab.add_argument("action", choices=["up", "down", "status"])
     lab.add_argument("--json", action="store_true")
+    lab.add_argument(
+        "--flavour",
+        choices=["namespace", "rootfs"],
+        default="namespace",
+        help="up: also the host with its own Debian root filesystem (target lab:rootfs; first build takes minutes)",
+    )
     lab.add_argument("--settings", default=None, help="settings YAML (down: which paths/base ids to clean)")
 
     p = sub.add_parser("provision", help="users, Envoy binary, certificates and configs on the target")
@@ -140,11 +146,11 @@ def cmd_lab(args) -> int:
     lab.require_root()
     if args.action == "up":
         info = lab.up(progress=not args.json)
-        print(
-            lab.to_json(info)
-            if args.json
-            else f"lab is up: ssh -i {info.key_file} -o UserKnownHostsFile={info.known_hosts} {info.user}@{info.host}"
-        )
+        hosts = [info, lab.rootfs.up(progress=not args.json)] if args.flavour == "rootfs" else [info]
+        if args.json:
+            print(lab.to_json(lab.status()))
+        for h in hosts if not args.json else []:
+            print(f"lab is up: ssh -i {h.key_file} -o UserKnownHostsFile={h.known_hosts} {h.user}@{h.host}")
     elif args.action == "down":
         settings = _settings(args) if args.settings else None
         removed = lab.down(settings)
@@ -157,10 +163,12 @@ def cmd_lab(args) -> int:
         if args.json:
             print(lab.to_json(info))
         else:
-            print(
-                ("healthy" if info.healthy else "not healthy: " + "; ".join(info.problems))
-                + f" ({info.user}@{info.host}:{info.port})"
-            )
+            hosts = [info, lab.rootfs.status()] if lab.rootfs.leftovers() else [info]
+            for h in hosts:
+                print(
+                    ("healthy" if h.healthy else "not healthy: " + "; ".join(h.problems))
+                    + f" ({h.user}@{h.host}:{h.port})"
+                )
     return EXIT_OK
 
 
@@ -252,7 +260,8 @@ def cmd_check(args) -> int:
         print(json.dumps(curl.to_records(df), indent=2))
     else:
         print(
-            f"tls_deny: {settings.tls_deny}" + (f"; through {check.proxy_url(settings)}" if args.explicit_proxy else "")
+            f"tls_deny: {settings.tls_deny}; tunnel: {settings.tunnel}"
+            + (f"; through {check.proxy_url(settings)}" if args.explicit_proxy else "")
         )
         print(df[["case", "url", "outcome", "expected", "http_code", "exit_code", "error"]].to_string(index=False))
     return EXIT_OK if bool(df["as_expected"].all()) else EXIT_CHECK_FAILED

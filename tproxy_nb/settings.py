@@ -6,7 +6,9 @@ Example settings file (every key optional)::
     service: {user: tpx-svc, group: tpx-svc, uid: 2102, gid: 2102}
     allowed_hosts: [www.google.com]
     bypass:  {root: true, link_local: true}
-    interception: redirect            # or tproxy
+    tls_deny: reset   # one of TLS_DENY_MODES
+    tunnel: http1     # one of TUNNEL_MODES: how the sidecar carries CONNECT to igw
+    interception: redirect   # or tproxy: how connections reach the sidecar
 
 Example::
 
@@ -117,6 +119,7 @@ class Settings:
     base_ids: dict = field(default_factory=lambda: {"sidecar": 11, "igw": 12, "igw_http": 13})
     log_level: str = "debug"
     tls_deny: str = "reset"  # what the sidecar does with TLS to a denied name: one of TLS_DENY_MODES
+    tunnel: str = "http1"  # how the sidecar's CONNECT tunnels reach igw: one of TUNNEL_MODES
     interception: str = "redirect"  # how connections reach the sidecar: one of INTERCEPTION_MODES
     source: str = "<defaults>"
 
@@ -170,6 +173,10 @@ _SECTIONS = {"envoy": Account, "service": Account, "ports": Ports, "paths": Path
 #: CONNECT: a FIN), sni (network RBAC on the SNI in the sidecar: a FIN, no tunnel), deny-page (terminate
 #: TLS for denied names with an egress-CA certificate and answer 403 itself).
 TLS_DENY_MODES = ("reset", "read-first", "sni", "deny-page")
+#: How the sidecar carries its CONNECT tunnels to igw (templates/tunnel/<mode>.yaml): http1 (one HTTP/1.1
+#: CONNECT per mTLS connection, the original write-up) or http2 (CONNECTs as streams of a few pooled
+#: HTTP/2 connections). igw accepts both.
+TUNNEL_MODES = ("http1", "http2")
 #: How the host hands the service's connections to the sidecar (tproxy_nb.render.firewall): redirect (nat
 #: REDIRECT in ENVOY_EGRESS, the original write-up) or tproxy (mangle marks, a local route and TPROXY onto
 #: transparent listeners; the sidecar then runs with CAP_NET_ADMIN).
@@ -323,6 +330,13 @@ def validate(s: Settings) -> None:
             s.tls_deny,
             f"is not a mode the sidecar knows; choose one of {', '.join(TLS_DENY_MODES)} "
             "(reset is the original write-up)",
+        )
+    if s.tunnel not in TUNNEL_MODES:
+        raise bad(
+            "tunnel",
+            s.tunnel,
+            f"is not a tunnel the sidecar knows; choose one of {', '.join(TUNNEL_MODES)} "
+            "(http1 is the original write-up: one connection to igw per CONNECT)",
         )
     if s.interception not in INTERCEPTION_MODES:
         raise bad(

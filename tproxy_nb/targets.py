@@ -1,5 +1,8 @@
 """Name a target as a string and get a connected-on-demand Host: ``"lab"``, ``"user@host[:port]"`` or an alias.
 
+``lab:rootfs`` is the lab's second host: a Debian root filesystem of its own (:mod:`tproxy_nb.lab.rootfs`),
+so accounts, files and shared memory land there, not on this machine.
+
 A non-lab target is reached as ``ssh TARGET`` would reach it: ``~/.ssh/config`` (HostName, User, Port,
 IdentityFile, ProxyJump, ProxyCommand, UserKnownHostsFile), ssh-agent, strict host keys.
 
@@ -8,6 +11,7 @@ IdentityFile, ProxyJump, ProxyCommand, UserKnownHostsFile), ssh-agent, strict ho
 Example::
 
     host = connect("lab")                                  # the local lab (brought up if needed)
+    host = connect("lab:rootfs")                           # the lab's host with its own Debian root filesystem
     host = connect("admin@203.0.113.10", key_file="~/.ssh/ec2.pem")
     host = connect("my-ec2")                               # a Host alias from ~/.ssh/config
 """
@@ -21,11 +25,13 @@ from .errors import ConnectError
 from .remote.host import Host, Passphrase
 
 LAB = "lab"
+LAB_ROOTFS = "lab:rootfs"
 REPLAY = "replay:"
 
 
 def is_lab(target: str | None) -> bool:
-    return (target or LAB).strip() == LAB
+    """True for the local lab's hosts (``lab``, ``lab:rootfs``): built here, their sshd out of a rule's reach."""
+    return (target or LAB).strip() in (LAB, LAB_ROOTFS)
 
 
 def replay_dir(target: str | None) -> Path | None:
@@ -52,7 +58,7 @@ def connect(
 ) -> Host:
     """A :class:`Host` for ``target``; for the lab, bring it up first (idempotent). A replay has no host.
 
-    target: ``"lab"`` (default) or ``"user@host[:port]"`` (an ``~/.ssh/config`` alias works as host).
+    target: ``"lab"`` (default), ``"lab:rootfs"`` or ``"user@host[:port]"`` (an ``~/.ssh/config`` alias works).
     key_file: private key for a non-lab target (offered before the config's and ssh-agent's keys).
     known_hosts: file with the pinned host key (default: UserKnownHostsFile, else ``~/.ssh/known_hosts``).
     passphrase: the key's passphrase, if any.
@@ -67,7 +73,7 @@ def connect(
     if is_lab(target):
         from . import lab
 
-        info = lab.up()
+        info = lab.rootfs.up() if (target or "").strip() == LAB_ROOTFS else lab.up()
         return info.host_obj()
     if not target or not target.strip():
         raise ConnectError("No target given. Use 'lab', user@host[:port] or a Host alias from ~/.ssh/config.")

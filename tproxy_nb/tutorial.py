@@ -22,6 +22,7 @@ import pandas as pd
 
 from .errors import StepError
 from .remote.host import Host
+from .render import envoy
 from .settings import Settings, load_settings
 from .steps import envoy_proc, firewall
 from .targets import connect, is_lab, replay_dir
@@ -142,25 +143,6 @@ def plan_summary(plans) -> pd.DataFrame:
 # --------------------------------------------------------------------------- Envoy's admin counters
 
 
-def parse_counters(text: str) -> dict[str, int]:
-    """Integer counters of an admin page: ``name: 5`` lines of ``/stats``, ``c::host::stat::5`` of ``/clusters``.
-
-    Other lines (histograms, health flags, addresses) are left out.
-
-    Example: ``parse_counters("http.igw.rbac.denied: 5\\nigw::127.0.0.1:12010::cx_total::3")``
-    -> ``{"http.igw.rbac.denied": 5, "igw::127.0.0.1:12010::cx_total": 3}``.
-    """
-    found: dict[str, int] = {}
-    for line in text.splitlines():
-        if "::" in line:
-            name, _, value = line.strip().rpartition("::")
-        else:
-            name, _, value = line.strip().partition(": ")
-        if name and value.isdigit():
-            found[name] = int(value)
-    return found
-
-
 def parse_clusters(text: str) -> pd.DataFrame:
     """The admin ``/clusters`` page as one row per upstream host: health and connection/request counts.
 
@@ -174,12 +156,10 @@ def parse_clusters(text: str) -> pd.DataFrame:
     return wide
 
 
-def admin_counters(host: Host, settings: Settings, name: str, path: str = "/stats") -> dict[str, int]:
-    """The integer counters Envoy ``name`` shows at ``path`` now (``/stats?filter=rbac``, ``/clusters``).
-
-    Example: ``admin_counters(host, s, "igw", "/stats?filter=rbac")["http.igw.rbac.denied"]`` -> ``5``.
-    """
-    return parse_counters(envoy_proc.admin(host, settings, name, path))
+#: The integer counters of an admin page (``parse_counters(text)``) and of a running Envoy now
+#: (``admin_counters(host, s, "igw", "/stats?filter=rbac")``): the notebooks call them by these names.
+parse_counters = envoy.parse_counters
+admin_counters = envoy_proc.counters
 
 
 def counter_changes(before: dict[str, int], after: dict[str, int]) -> pd.DataFrame:

@@ -193,6 +193,28 @@ def phases(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([df[keep].reset_index(drop=True), out.reset_index(drop=True)], axis=1)
 
 
+def timing_summary(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Median and interquartile range of curl's total time, in milliseconds, per group.
+
+    df: :func:`tproxy_nb.steps.check.run_cases` rows (``time_total`` in seconds) with the ``by`` columns.
+    by: the grouping columns, e.g. ``["config", "case"]``; groups keep their first-seen order.
+
+    Example: ``timing_summary(df, ["case"])[["case", "median_ms", "iqr_ms", "n"]]``.
+    """
+    ms = df["time_total"].astype(float) * 1000
+    groups = ms.groupby([df[c] for c in by], sort=False)
+    out = pd.DataFrame(
+        {
+            "median_ms": groups.median(),
+            "q1_ms": groups.quantile(0.25),
+            "q3_ms": groups.quantile(0.75),
+            "n": groups.size(),
+        }
+    )
+    out["iqr_ms"] = out["q3_ms"] - out["q1_ms"]
+    return out.round(3).reset_index()
+
+
 def outcome_table(results: pd.DataFrame) -> pd.DataFrame:
     """One row per case: url, expected, every outcome seen (``a/b`` when runs differ), first code, exit and error.
 

@@ -30,11 +30,11 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,6 +43,16 @@ from ..marks import ACCOUNT_MARK, ROOT_MARK, SHM_DIR, shm_name
 from ..marks import GUARD_DIR as _GUARD_DIR
 from ..render import pki
 from ..settings import Settings
+from . import sshd
+
+# The process and namespace helpers live in netns (shared with the bastion and the rootfs host);
+# core keeps calling them by its short names.
+from .netns import in_ns as _ns
+from .netns import kill_pids as _kill_pids
+from .netns import namespace_pids
+from .netns import pid_alive as _pid_alive
+from .netns import read_pid as _read_pid
+from .netns import run as _run
 
 HOST_NS = "tpx-host"
 INET_NS = "tpx-inet"
@@ -100,27 +110,6 @@ class LabInfo:
 # --------------------------------------------------------------------------- small helpers
 
 
-def _run(
-    args: list[str], check: bool = True, timeout: float = 30, input: str | None = None
-) -> subprocess.CompletedProcess:
-    try:
-        p = subprocess.run(args, capture_output=True, text=True, timeout=timeout, input=input)
-    except FileNotFoundError:
-        raise LabError(
-            f"{args[0]} is not installed; the lab needs iproute2, iptables, openssh-server, sudo and curl. "
-            "Run 'make test' or 'make run' (they install them), or apt-get install them."
-        ) from None
-    except subprocess.TimeoutExpired:
-        raise LabError(f"'{' '.join(args)}' did not finish within {timeout:g} s while building the lab.") from None
-    if check and p.returncode != 0:
-        raise LabError(f"'{' '.join(args)}' failed (exit {p.returncode}): {p.stderr.strip() or p.stdout.strip()}")
-    return p
-
-
-def _ns(ns: str, *args: str) -> list[str]:
-    return ["ip", "netns", "exec", ns, *args]
-
-
 def require_root() -> None:
     """The lab creates namespaces, users and a sudoers entry: it needs root on Linux."""
     if sys.platform != "linux":
@@ -142,46 +131,9 @@ def existing_namespaces() -> list[str]:
     return [ns for ns in NAMESPACES if ns in present]
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is not alive for our purposes.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _ssh_banner(addr: str, port: int, timeout: float = 1.0) -> bool:
-    try:
-        with socket.create_connection((addr, port), timeout=timeout) as s:
-            return s.recv(64).startswith(b"SSH-")
-    except OSError:
-        return False
-
-
 def _host_key_fingerprint() -> str | None:
     pub = STATE_DIR / "ssh_host_ed25519_key.pub"
-    if not pub.is_file():
-        return None
-    import base64
-    import hashlib
-
-    blob = base64.b64decode(pub.read_text().split()[1])
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return sshd.fingerprint(pub.read_text()) if pub.is_file() else None
 
 
 # --------------------------------------------------------------------------- status
@@ -196,7 +148,7 @@ def status() -> LabInfo:
             problems.append(f"namespace {ns} is missing")
     if not _pid_alive(_read_pid(STATE_DIR / "sshd.pid")):
         problems.append("sshd is not running")
-    elif not _ssh_banner(HOST_ADDR, SSH_PORT, timeout=3.0):
+    elif not sshd.answers(HOST_ADDR, SSH_PORT, timeout=3.0):
         problems.append(f"sshd does not answer on {HOST_ADDR}:{SSH_PORT}")
     if not _pid_alive(_read_pid(STATE_DIR / "standin.pid")):
         problems.append("the stand-in internet servers are not running")
@@ -249,7 +201,8 @@ def up(progress: bool = False) -> LabInfo:
     if current.namespaces or STATE_DIR.exists():
         say("replacing a stale lab (" + "; ".join(current.problems) + ")")
     down()
-    try:
+
+    def build() -> None:
         say("keys and certificates")
         _make_state()
         say(f"login user {LOGIN_USER} with passwordless sudo")
@@ -261,20 +214,26 @@ def up(progress: bool = False) -> LabInfo:
         _start_sshd()
         say("stand-in www.google.com and www.lyft.com")
         _start_standin()
+
+    return all_or_nothing(build, status, down, f"The lab (logs in {STATE_DIR})")
+
+
+def all_or_nothing(build: Callable[[], None], check: Callable[[], LabInfo], remove: Callable, what: str) -> LabInfo:
+    """Run ``build``, then ``check``; on any failure or an unhealthy result ``remove`` everything and raise.
+
+    Never a half-built host: it would confuse the next run. what: names the host in the error.
+
+    Example: ``all_or_nothing(build, status, down, "The lab")`` -> the healthy LabInfo.
+    """
+    try:
+        build()
     except BaseException:
-        # Never leave a half-built lab behind: it would confuse the next run.
-        down()
+        remove()
         raise
-    info = status()
+    info = check()
     if not info.healthy:
-        down()
-        raise LabError(
-            "The lab came up unhealthy: "
-            + "; ".join(info.problems)
-            + ". See "
-            + str(STATE_DIR)
-            + " logs; nothing was left behind."
-        )
+        remove()
+        raise LabError(f"{what} came up unhealthy: {'; '.join(info.problems)}. Nothing was left behind.")
     return info
 
 
@@ -296,10 +255,10 @@ def _only_processes_dead(info: LabInfo) -> bool:
 
 
 def _restart_processes() -> None:
-    sshd = _read_pid(STATE_DIR / "sshd.pid")
-    if not (_pid_alive(sshd) and _ssh_banner(HOST_ADDR, SSH_PORT, timeout=3.0)):
-        if sshd is not None and _pid_alive(sshd):
-            _kill_pids([sshd])
+    pid = _read_pid(STATE_DIR / "sshd.pid")
+    if not (_pid_alive(pid) and sshd.answers(HOST_ADDR, SSH_PORT, timeout=3.0)):
+        if pid is not None and _pid_alive(pid):
+            _kill_pids([pid])
         _start_sshd()
     if not _pid_alive(_read_pid(STATE_DIR / "standin.pid")):
         _start_standin()
@@ -407,20 +366,30 @@ def _link_ready(ns: str, dev: str) -> bool:
     return "scope link" in out and "tentative" not in out and "NO-CARRIER" not in out
 
 
-def _make_netns_etc() -> None:
-    """Files ``ip netns exec`` bind-mounts over /etc for processes in the host namespace."""
-    etc = NETNS_ETC / HOST_NS
-    etc.mkdir(parents=True, exist_ok=True)
-    hostname = socket.gethostname()
+#: Points nowhere outside: names resolve from /etc/hosts or not at all.
+RESOLV_CONF = (
+    "# tproxy-nb lab: no DNS; names come from /etc/hosts\nnameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
+)
+
+
+def hosts_text(hostname: str) -> str:
+    """A lab host's ``/etc/hosts``: localhost, its own name, and both addresses of each stand-in site.
+
+    Example: ``"198.18.1.10\twww.google.com" in hosts_text("h")`` -> True.
+    """
     lines = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{hostname}", "::1\tlocalhost ip6-localhost ip6-loopback"]
     # Both families per name, as a resolver answers A and AAAA: curl then tries IPv6 first (RFC 6724 order).
     lines += [f"{addr}\t{name}" for name, addr in SITES6.items()]
     lines += [f"{addr}\t{name}" for name, addr in SITES.items()]
-    (etc / "hosts").write_text("\n".join(lines) + "\n")
-    # Points nowhere outside: names resolve from hosts or not at all.
-    (etc / "resolv.conf").write_text(
-        "# tproxy-nb lab: no DNS; names come from /etc/hosts\nnameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
-    )
+    return "\n".join(lines) + "\n"
+
+
+def _make_netns_etc() -> None:
+    """Files ``ip netns exec`` bind-mounts over /etc for processes in the host namespace."""
+    etc = NETNS_ETC / HOST_NS
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "hosts").write_text(hosts_text(socket.gethostname()))
+    (etc / "resolv.conf").write_text(RESOLV_CONF)
     # The host trusts the lab's "public" CA, as a real host trusts the web PKI; the machine itself does not.
     ssl = etc / "ssl"
     shutil.copytree("/etc/ssl", ssl, symlinks=True, dirs_exist_ok=True)
@@ -436,37 +405,21 @@ def _make_netns_etc() -> None:
 
 def _start_sshd() -> None:
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    cfg = STATE_DIR / "sshd_config"
-    cfg.write_text(
-        "\n".join(
-            [
-                f"ListenAddress {HOST_ADDR}:{SSH_PORT}",
-                f"HostKey {STATE_DIR / 'ssh_host_ed25519_key'}",
-                f"PidFile {STATE_DIR / 'sshd.pid'}",
-                "AuthorizedKeysFile .ssh/authorized_keys",
-                "PubkeyAuthentication yes",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "PermitRootLogin no",
-                "UsePAM no",
-                "StrictModes yes",
-                "X11Forwarding no",
-                "MaxSessions 64",
-                "MaxStartups 64:30:128",
-                "Subsystem sftp internal-sftp",
-                "LogLevel VERBOSE",
-            ]
-        )
-        + "\n"
+    log = STATE_DIR / "sshd.log"
+    cfg = sshd.write_config(
+        STATE_DIR / "sshd_config",
+        HOST_ADDR,
+        SSH_PORT,
+        STATE_DIR / "ssh_host_ed25519_key",
+        pid_file=STATE_DIR / "sshd.pid",
+        StrictModes="yes",
+        X11Forwarding="no",
+        Subsystem="sftp internal-sftp",
+        LogLevel="VERBOSE",
     )
     _run(["/usr/sbin/sshd", "-t", "-f", str(cfg)])
-    _run(_ns(HOST_NS, "/usr/sbin/sshd", "-f", str(cfg), "-E", str(STATE_DIR / "sshd.log")))
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if _ssh_banner(HOST_ADDR, SSH_PORT, timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise LabError(f"sshd did not answer on {HOST_ADDR}:{SSH_PORT} within 10 s; see {STATE_DIR / 'sshd.log'}.")
+    _run(_ns(HOST_NS, "/usr/sbin/sshd", "-f", str(cfg), "-E", str(log)))
+    sshd.wait(HOST_ADDR, SSH_PORT, log)
 
 
 def _start_standin() -> None:
@@ -495,29 +448,6 @@ def _start_standin() -> None:
 # --------------------------------------------------------------------------- down
 
 
-def _kill_pids(pids: list[int], grace: float = 3.0) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
-        time.sleep(0.05)
-    for pid in pids:
-        if _pid_alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def namespace_pids(ns: str) -> list[int]:
-    """PIDs of every process inside namespace ``ns``."""
-    p = _run(["ip", "netns", "pids", ns], check=False)
-    return [int(x) for x in p.stdout.split() if x.isdigit()]
-
-
 def our_accounts() -> list[pwd.struct_passwd]:
     """Accounts made by the lab or the tutorial (marked in their comment field)."""
     return [p for p in pwd.getpwall() if p.pw_gecos.startswith(ACCOUNT_MARK)]
@@ -526,9 +456,9 @@ def our_accounts() -> list[pwd.struct_passwd]:
 def leftovers(settings: Settings | None = None) -> list[str]:
     """Everything of ours still on the machine (empty after a clean ``down``)."""
     s = settings or Settings()
-    from .bastion import leftovers as bastion_leftovers
+    from . import bastion, rootfs
 
-    found = [f"namespace {ns}" for ns in existing_namespaces()] + bastion_leftovers()
+    found = [f"namespace {ns}" for ns in existing_namespaces()] + bastion.leftovers() + rootfs.leftovers()
     found += [f"user {p.pw_name}" for p in our_accounts()]
     state = [STATE_DIR] if _state_dir_is_ours() else []
     for path in (*state, SUDOERS, NETNS_ETC / HOST_NS, NETNS_ETC / INET_NS, Path(s.paths.root), GUARD_DIR):
@@ -557,9 +487,10 @@ def down(settings: Settings | None = None) -> list[str]:
     """
     require_root()
     s = settings or Settings()
-    from .bastion import down as bastion_down  # a test's jump host (own namespace and sshd) goes first
+    from . import bastion, rootfs
 
-    removed: list[str] = bastion_down()
+    # The hosts beside the lab's (own namespaces, sshd and state under STATE_DIR) go first.
+    removed: list[str] = bastion.down() + rootfs.down()
     present = existing_namespaces()
     pids = [p for ns in present for p in namespace_pids(ns)]
     for pid_file in ("sshd.pid", "standin.pid"):
@@ -622,5 +553,12 @@ def down(settings: Settings | None = None) -> list[str]:
 
 
 def to_json(info: LabInfo) -> str:
+    """``lab status --json``: the lab host's fields, and ``rootfs``: the rootfs host's (null when it is not up).
+
+    Example: ``json.loads(to_json(status()))["rootfs"]`` -> None after a plain ``lab up``.
+    """
+    from . import rootfs
+
     d = info.to_dict()
+    d["rootfs"] = rootfs.status().to_dict() if rootfs.leftovers() else None
     return json.dumps(d, indent=2)

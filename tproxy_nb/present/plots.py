@@ -119,6 +119,28 @@ def proxied_vs_direct(
     return fig
 
 
+def medians_by_config(summary: pd.DataFrame, title: str = "Total time per request, by configuration") -> Figure:
+    """Grouped bars per case, one bar per configuration: median milliseconds, whiskers from q1 to q3.
+
+    summary: :func:`tproxy_nb.analysis.curl.timing_summary` grouped by ``["config", "case"]``.
+    """
+    cases, configs = _case_order(summary), list(dict.fromkeys(summary["config"]))
+    width = 0.8 / len(configs)
+    fig = Figure(figsize=(9, 3.8))
+    ax = fig.subplots()
+    for k, config in enumerate(configs):
+        rows = summary[summary["config"] == config].set_index("case").reindex(cases)
+        x = [i - 0.4 + width * (k + 0.5) for i in range(len(cases))]
+        err = [rows["median_ms"] - rows["q1_ms"], rows["q3_ms"] - rows["median_ms"]]
+        ax.bar(x, rows["median_ms"], width=width, yerr=err, capsize=2, label=config)
+    ax.set_xticks(range(len(cases)), cases)
+    ax.set_ylabel("milliseconds (median, q1-q3)")
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize="small", ncol=len(configs))
+    fig.tight_layout()
+    return fig
+
+
 def timeline(trace: pd.DataFrame, title: str = "One request across the processes") -> Figure:
     """A sequence diagram: one lane (column) per process, one row per event, arrows where the request changes process.
 

@@ -51,7 +51,17 @@ TLS_DENY_FRAGMENTS: dict[str, dict[str, str]] = {
     "sni": {"tls_deny_filters": "sni", "tls_deny_tcp_proxy": "read-first"},
     "deny-page": {"tls_deny_chains": "deny-page"},
 }
-_TLS_DENY_SLOTS = ("tls_deny_chains", "tls_deny_filters", "tls_deny_tcp_proxy")
+#: Which fragments (``templates/tunnel/<file>.yaml``) each ``tunnel`` mode puts into the sidecar's igw cluster:
+#: its protocol options (at the cluster's top) and the ALPN it offers (in its TLS context).
+TUNNEL_FRAGMENTS: dict[str, dict[str, str]] = {
+    "http1": {"tunnel_protocol": "http1"},
+    "http2": {"tunnel_protocol": "http2", "tunnel_alpn": "http2-alpn"},
+}
+#: Every insertion point of the sidecar template, by setting: (its fragments per mode, their folder).
+_SIDECAR_SLOTS = (
+    ("tls_deny", TLS_DENY_FRAGMENTS, ("tls_deny_chains", "tls_deny_filters", "tls_deny_tcp_proxy")),
+    ("tunnel", TUNNEL_FRAGMENTS, ("tunnel_protocol", "tunnel_alpn")),
+)
 
 
 #: The access log's ``json_format``: key -> Envoy command operator. The config
@@ -224,6 +234,7 @@ def template_values(settings: Settings, name: str) -> dict[str, str]:
         "igw_http_port": p.igw_http,
         "explicit_proxy_port": p.explicit_proxy,
         "tls_deny": settings.tls_deny,
+        "tunnel": settings.tunnel,
         "transparent": "true" if settings.interception == "tproxy" else "false",
         "access_log_path": log_path(settings, name, access=True),
         "config_path": config_path(settings, name),
@@ -284,21 +295,23 @@ def _fragment(path: str) -> str:
 
 
 def sidecar_fragments(settings: Settings) -> dict[str, str]:
-    """The sidecar template's insertions: the ``tls_deny`` mode's fragment and the explicit proxy listener.
+    """The sidecar template's insertions: the ``tls_deny`` and ``tunnel`` modes' fragments, the explicit proxy.
 
     Example: ``sidecar_fragments(s.replace(tls_deny="sni"))["tls_deny_filters"].splitlines()[0]``
     -> ``"# tls_deny: sni (in front of the tcp_proxy of the TLS chain, which reads"``.
     """
-    out = dict.fromkeys(_TLS_DENY_SLOTS, "")
-    for slot, fragment in TLS_DENY_FRAGMENTS[settings.tls_deny].items():
-        text = _fragment(f"tls_deny/{fragment}.yaml")
-        if fragment == "deny-page":
-            # One filter chain (and certificate) per denied name.
-            text = "\n".join(
-                string.Template(text).safe_substitute(deny_name=n, **certs.deny_paths(settings, n))
-                for n in denied_names(settings)
-            )
-        out[slot] = text
+    out: dict[str, str] = {}
+    for setting, fragments, slots in _SIDECAR_SLOTS:
+        out.update(dict.fromkeys(slots, ""))
+        for slot, fragment in fragments[getattr(settings, setting)].items():
+            text = _fragment(f"{setting}/{fragment}.yaml")
+            if fragment == "deny-page":
+                # One filter chain (and certificate) per denied name.
+                text = "\n".join(
+                    string.Template(text).safe_substitute(deny_name=n, **certs.deny_paths(settings, n))
+                    for n in denied_names(settings)
+                )
+            out[slot] = text
     out["explicit_proxy_listener"] = _fragment("explicit_proxy.yaml")
     return out
 
@@ -306,7 +319,7 @@ def sidecar_fragments(settings: Settings) -> dict[str, str]:
 def render(settings: Settings, name: str) -> str:
     """The Envoy config of ``name`` as YAML text, from ``templates/<name>.yaml`` (package data) and the settings.
 
-    settings: ports, paths, allowed hosts, ``tls_deny`` (the sidecar only).
+    settings: ports, paths, allowed hosts, ``tls_deny`` and ``tunnel`` (the sidecar only).
     name: ``sidecar``, ``igw`` or ``igw_http``.
 
     Example: ``yaml.safe_load(render(s, "igw"))["admin"]``.
@@ -366,6 +379,25 @@ def parse_listeners(text: str) -> list[str]:
     Example: ``parse_listeners("igw::127.0.0.1:12010\\n")`` -> ``["127.0.0.1:12010"]``.
     """
     return [line.split("::", 1)[1] for line in text.splitlines() if "::" in line]
+
+
+def parse_counters(text: str) -> dict[str, int]:
+    """Integer counters of an admin page: ``name: 5`` lines of ``/stats``, ``c::host::stat::5`` of ``/clusters``.
+
+    Other lines (histograms, health flags, addresses) are left out.
+
+    Example: ``parse_counters("http.igw.rbac.denied: 5\\nigw::127.0.0.1:12010::cx_total::3")``
+    -> ``{"http.igw.rbac.denied": 5, "igw::127.0.0.1:12010::cx_total": 3}``.
+    """
+    found: dict[str, int] = {}
+    for line in text.splitlines():
+        if "::" in line:
+            name, _, value = line.strip().rpartition("::")
+        else:
+            name, _, value = line.strip().partition(": ")
+        if name and value.isdigit():
+            found[name] = int(value)
+    return found
 
 
 def parse_version(text: str) -> str:

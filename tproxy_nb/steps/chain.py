@@ -70,20 +70,55 @@ def down(host: Host, settings: Settings) -> list[Plan]:
     return plans
 
 
-def switch_tls_deny(host: Host, settings: Settings, mode: str) -> tuple[Settings, Plan]:
-    """Flip the sidecar of a running chain to another ``tls_deny`` mode: re-render, restart the sidecar only.
+#: The settings only the sidecar's config depends on: a running chain switches them by restarting the sidecar.
+SIDECAR_SETTINGS = ("tls_deny", "tunnel")
 
-    The gateways keep running (their configs do not depend on the mode); nothing restarts when the
-    sidecar's config is already the mode's. Returns the settings with the new mode and the config plan, as applied.
+
+def switch_sidecar(host: Host, settings: Settings, **changes: str) -> tuple[Settings, Plan]:
+    """Flip settings of :data:`SIDECAR_SETTINGS` on a running chain: re-render, restart the sidecar only.
+
+    The gateways keep running (their configs do not depend on these settings; igw takes HTTP/1.1 and HTTP/2
+    tunnels alike); nothing restarts when the sidecar's config is already right. Returns the new settings and
+    the config plan, as applied.
+
+    Example: ``s2, plan = switch_sidecar(host, s, tunnel="http2", tls_deny="sni"); check.run_cases(host, s2)``.
+    """
+    other = set(changes) - set(SIDECAR_SETTINGS)
+    if other:
+        raise ValueError(f"only {', '.join(SIDECAR_SETTINGS)} switch with the sidecar alone, not {sorted(other)}")
+    new = settings.replace(**changes)
+    return new, reload_sidecar(host, new)
+
+
+def reload_sidecar(host: Host, settings: Settings) -> Plan:
+    """Upload the configs ``settings`` render; restart the sidecar when they changed, start it when down.
+
+    For settings that change the sidecar's config alone (the gateways are not restarted). Returns the config
+    plan, as applied (empty: nothing restarted).
+
+    Example: ``reload_sidecar(host, s.replace(tunnel="http2")).empty`` -> False the first time.
+    """
+    plan = files.plan_configs(host, settings).apply(host)
+    if not plan.empty:
+        envoy_proc.stop(host, settings, ["sidecar"])
+    envoy_proc.start(host, settings, ["sidecar"])
+    return plan
+
+
+def switch_tls_deny(host: Host, settings: Settings, mode: str) -> tuple[Settings, Plan]:
+    """Flip the sidecar of a running chain to another ``tls_deny`` mode (:func:`switch_sidecar`).
 
     Example: ``s2, plan = switch_tls_deny(host, s, "sni"); check.run_cases(host, s2)``.
     """
-    new = settings.replace(tls_deny=mode)
-    plan = files.plan_configs(host, new).apply(host)
-    if not plan.empty:
-        envoy_proc.stop(host, new, ["sidecar"])
-    envoy_proc.start(host, new, ["sidecar"])
-    return new, plan
+    return switch_sidecar(host, settings, tls_deny=mode)
+
+
+def switch_tunnel(host: Host, settings: Settings, mode: str) -> tuple[Settings, Plan]:
+    """Flip the sidecar of a running chain to another ``tunnel`` (``http1`` or ``http2``) (:func:`switch_sidecar`).
+
+    Example: ``s2, _ = switch_tunnel(host, s, "http2"); envoy_proc.gateway_counts(host, s2)["igw"]``.
+    """
+    return switch_sidecar(host, settings, tunnel=mode)
 
 
 def switch_interception(
@@ -100,16 +135,8 @@ def switch_interception(
     Example: ``s2, plans = switch_interception(host, s, "tproxy", guard_seconds=None); check.run_cases(host, s2)``.
     """
     new = settings.replace(interception=mode)
-
-    def sidecar() -> Plan:
-        plan = files.plan_configs(host, new).apply(host)
-        if not plan.empty:  # the same config: the sidecar already runs as this mode wants
-            envoy_proc.stop(host, new, ["sidecar"])
-        envoy_proc.start(host, new, ["sidecar"])
-        return plan
-
     if mode == "tproxy":
-        plans = [sidecar(), firewall.apply(host, new, guard_seconds=guard_seconds)]
+        plans = [reload_sidecar(host, new), firewall.apply(host, new, guard_seconds=guard_seconds)]
     else:
-        plans = [firewall.apply(host, new, guard_seconds=guard_seconds), sidecar()]
+        plans = [firewall.apply(host, new, guard_seconds=guard_seconds), reload_sidecar(host, new)]
     return new, plans

@@ -32,6 +32,7 @@ from ..render.envoy import (
     listen_ports,
     log_path,
     out_path,
+    parse_counters,
     parse_listeners,
     parse_ss,
     parse_version,
@@ -289,6 +290,36 @@ def admin(host: Host, settings: Settings, name: str, path: str) -> str:
             f"The admin interface of {name} ({url}) did not answer: {e.result.tail(2, 'stderr')}. "
             "Is it running? See status()."
         ) from None
+
+
+def counters(host: Host, settings: Settings, name: str, path: str = "/stats") -> dict[str, int]:
+    """The integer counters Envoy ``name`` shows at ``path`` now (``/stats?filter=rbac``, ``/clusters``).
+
+    Example: ``counters(host, s, "igw", "/stats?filter=rbac")["http.igw.rbac.denied"]`` -> ``5``.
+    """
+    return parse_counters(admin(host, settings, name, path))
+
+
+#: The gateways, each with the ``stat_prefix`` of its connection manager (templates/<name>.yaml).
+GATEWAYS = ("igw", "igw_http")
+
+
+def gateway_counts(host: Host, settings: Settings) -> dict[str, dict[str, int]]:
+    """Connections and requests each gateway has taken since it started (its connection manager's counters).
+
+    Read from ``http.<gateway>.downstream_cx_total`` and ``downstream_rq_total``; only differences between
+    two reads say something (:func:`tproxy_nb.analysis.pool.per_gateway`).
+
+    Example: ``gateway_counts(host, s)["igw"]`` -> ``{"connections": 12, "requests": 40}``.
+    """
+    out = {}
+    for name in GATEWAYS:
+        found = counters(host, settings, name, "/stats?filter=downstream_")
+        out[name] = {
+            "connections": found.get(f"http.{name}.downstream_cx_total", 0),
+            "requests": found.get(f"http.{name}.downstream_rq_total", 0),
+        }
+    return out
 
 
 def settle_logs() -> None:
