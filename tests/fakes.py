@@ -1,12 +1,13 @@
 """One fake host for the pure tests: an in-memory Debian host that answers the fact commands and
 carries out the commands the plans' actions send.
 
-It models accounts (``getent``), files (content, mode, owner, group), the nat tables of both
+It models accounts (``getent``), files (content, mode, owner, group), the iptables tables of both
 address families (as ``iptables-save``/``ip6tables-save`` print them, changed through the same restore
-simulator the firewall tests use), which iptables tools are installed, its IPv6 addresses, and Envoy
-processes. A command it does not know fails the test (``AssertionError``): the
-vocabulary of what plans send stays small and explicit. Scripted answers (``answers=``) override
-the model, for failures a real host gives (iptables missing, a refused restore).
+simulator the firewall tests use), ip rules and routes (``ip -j``, ``ip rule|route add|del``), which
+iptables tools are installed, its IPv6 addresses, and Envoy processes. A command it does not know fails
+the test (``AssertionError``): the vocabulary of what plans send stays small and explicit. Scripted
+answers (``answers=``) override the model, for failures a real host gives (iptables missing, a refused
+restore).
 
 Example::
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import re
 import shlex
@@ -54,6 +56,7 @@ class FakeFile:
 class FakeProcess:
     argv: list[str]
     user: str
+    caps: tuple[str, ...] = ()  # ambient capabilities (setpriv --ambient-caps)
 
 
 EMPTY_NAT = (
@@ -98,8 +101,15 @@ class FakeHost:
             "admin": (1000, []),
         }
         self.files: dict[str, FakeFile] = {p: FakeFile("dir", 0o755) for p in ("/", "/opt", "/run", "/dev/shm", "/tmp")}
-        self.nat = ips.parse_save(EMPTY_NAT)
+        self.nat = ips.parse_save(EMPTY_NAT)  # every table of iptables-save (nat, mangle, ...), not only nat
         self.nat6 = ips.parse_save(EMPTY_NAT)
+        # ip rules (both families) and routes (per table) as ``ip -j`` lists them.
+        self.ip_rules: dict[str, list[dict]] = {
+            f: [{"priority": 0, "src": "all", "table": "local"}, {"priority": 32766, "src": "all", "table": "main"}]
+            for f in ("ipv4", "ipv6")
+        }
+        self.ip_routes: dict[str, dict[str, list[dict]]] = {"ipv4": {}, "ipv6": {}}
+        self.has_ip = True
         self.tools: set[str] = set(ALL_TOOLS)
         self.ipv6_kernel = True
         self.ipv6_addresses: list[str] = []  # global ones, e.g. "20010db8000100000000000000000001"
@@ -246,6 +256,14 @@ class FakeHost:
                 lines += ["kernel-ipv6", "addr 00000000000000000000000000000001 01 80 10 80       lo"]
                 lines += [f"addr {a} 02 40 00 80     eth0" for a in self.ipv6_addresses]
             return 0, "\n".join(lines) + "\n", ""
+        if script == facts.ROUTING_SCRIPT:
+            if not self.has_ip:
+                return 0, "no-ip\n", ""
+            lines = []
+            for num, f in (("4", "ipv4"), ("6", "ipv6")):
+                lines.append(f"rules {num} {json.dumps(self.ip_rules[f])}")
+                lines.append(f"routes {num} {json.dumps(self.ip_routes[f].get(args[0], []))}")
+            return 0, "\n".join(lines) + "\n", ""
         raise AssertionError(f"the fake host does not know this script: {script[:80]}")
 
     def _shell(self, text: str) -> tuple[int, str, str]:
@@ -280,6 +298,16 @@ class FakeHost:
         return 0, "", ""
 
     # commands (argv)
+    def _cmd_setpriv(self, args, stdin):
+        """``setpriv --reuid U ... --ambient-caps +CAP -- sh -c SCRIPT``: SCRIPT's processes run as U with CAP."""
+        assert args[args.index("--") + 1 : args.index("--") + 3] == ["sh", "-c"], args
+        before = set(self.procs)
+        result = self._shell(args[args.index("--") + 3])
+        caps = tuple(c.lstrip("+") for c in args[args.index("--ambient-caps") + 1].split(","))
+        for pid in set(self.procs) - before:
+            self.procs[pid].user, self.procs[pid].caps = args[args.index("--reuid") + 1], caps
+        return result
+
     def _cmd_true(self, args, stdin):
         return 0, "", ""
 
@@ -370,11 +398,48 @@ class FakeHost:
     def _cmd_iptables(self, args, stdin):
         return self._missing("iptables") or (0, "iptables v1.8.9 (nf_tables)\n", "")
 
+    @staticmethod
+    def _only(tables: dict[str, ips.Table], args) -> dict[str, ips.Table]:
+        """``-t TABLE``: that table alone (as the kernel has it), else all of them."""
+        if "-t" not in args:
+            return tables
+        name = args[args.index("-t") + 1]
+        return {name: tables[name]} if name in tables else {}
+
     def _cmd_iptables_save(self, args, stdin):
-        return self._missing("iptables-save") or (0, save_text(self.nat), "")
+        return self._missing("iptables-save") or (0, save_text(self._only(self.nat, args)), "")
 
     def _cmd_ip6tables_save(self, args, stdin):
-        return self._missing("ip6tables-save") or (0, save_text(self.nat6), "")
+        return self._missing("ip6tables-save") or (0, save_text(self._only(self.nat6, args)), "")
+
+    def _cmd_ip(self, args, stdin):
+        """``ip [-6] rule|route add|del FIELDS... proto N``, with iproute2's answers to a duplicate or a miss."""
+        if not self.has_ip:
+            return 127, "", "sh: 1: ip: not found\n"
+        family = "ipv6" if args[:1] == ["-6"] else "ipv4"
+        kind, verb, *rest = args[1:] if family == "ipv6" else args
+        opts = dict(zip(rest[::2], rest[1::2])) if kind == "rule" else {}
+        if kind == "rule":
+            mark, _, mask = opts.get("fwmark", "").partition("/")
+            entry = {"priority": int(opts["priority"]), "src": "all", "fwmark": mark, "fwmask": mask or "0xffffffff"}
+            entry |= {"table": opts["lookup"], "protocol": opts.get("proto", "boot")}
+            entries = self.ip_rules[family]
+        else:
+            rtype, dst, more = rest[0], rest[1], dict(zip(rest[2::2], rest[3::2]))
+            entry = {"type": rtype, "dst": dst, "dev": more["dev"], "protocol": more.get("proto", "boot")}
+            entries = self.ip_routes[family].setdefault(more["table"], [])
+        if verb == "add":
+            if entry in entries:
+                return 2, "", "RTNETLINK answers: File exists\n"
+            entries.append(entry)
+            entries.sort(key=lambda e: e.get("priority", 0))
+        elif verb == "del":
+            if entry not in entries:
+                return 2, "", "RTNETLINK answers: No such file or directory\n"
+            entries.remove(entry)
+        else:
+            raise AssertionError(f"the fake host does not know: ip {' '.join(args)}")
+        return 0, "", ""
 
     def _restore(self, attr: str, name: str, args, stdin):
         from tproxy_nb.errors import StepError

@@ -8,10 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from test_iptables import GOLDEN
 
 from tproxy_nb import cli, targets, tutorial
 from tproxy_nb.errors import ConnectError
 from tproxy_nb.present import bundle, report, writeup
+from tproxy_nb.render.firewall import OUR_CHAINS
 from tproxy_nb.settings import Settings
 
 CHAIN = Path(__file__).parent / "data" / "chain"
@@ -87,6 +89,14 @@ def test_our_chain_keeps_only_our_lines():
         "*nat\n:ENVOY_EGRESS - [0:0]\n[5:300] -A OUTPUT -p tcp -j ENVOY_EGRESS\n"
         "[1:60] -A ENVOY_EGRESS -m owner --uid-owner 996 -j RETURN\nCOMMIT\n"
     )
+
+
+def test_our_chain_keeps_the_mangle_chains_of_tproxy():
+    save = (GOLDEN / "save6-nft-tproxy-applied.txt").read_text()
+    kept = bundle.our_chain(save, OUR_CHAINS["mangle"])
+    assert kept.startswith("*mangle\n:ENVOY_MARK - [0:0]\n:ENVOY_TPROXY - [0:0]\n") and kept.endswith("COMMIT\n")
+    assert kept.count("-j ENVOY_") == 2 and kept.count("-A ENVOY_MARK") == 10 and kept.count("-A ENVOY_TPROXY") == 3
+    assert "--set-xmark 0x1/0xffffffff" not in kept  # the foreign rule stays out
 
 
 def test_the_write_up_opens_with_the_headline_and_has_no_missing_values(data, tmp_path):

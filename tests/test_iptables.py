@@ -543,6 +543,7 @@ def test_show_counters_and_empty():
     df = ipt.show(loaded("save-nft-duplicate-hook.txt"))
     assert list(df.columns) == [
         "family",
+        "table",
         "chain",
         "num",
         "packets",

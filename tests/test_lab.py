@@ -99,6 +99,14 @@ def test_transfer_both_ways_with_hash_mode_and_skip(host, tmp_path):
     assert host.put(io.StringIO("hello\n"), "/tmp/tpx-test/root.txt", mode=0o600, owner="root") is True
     assert host.stat("/tmp/tpx-test/root.txt", sudo=True) == {"mode": 0o600, "owner": "root", "group": "root"}
     assert host.get("/tmp/tpx-test/root.txt", sudo=True) == "hello\n"
+    # Same content, another mode: fixed in place, reported as a change.
+    assert host.put(io.StringIO("hello\n"), "/tmp/tpx-test/root.txt", mode=0o644, owner="root") is True
+    assert host.stat("/tmp/tpx-test/root.txt", sudo=True)["mode"] == 0o644
+    # A failing install is an error with the reason, and the private staging directory never stays behind.
+    before = host.run(["ls", "-a", "/tmp"], sudo=True).stdout
+    with pytest.raises(CommandError, match="no-such-user"):
+        host.put(io.StringIO("x\n"), "/tmp/tpx-test/bad.txt", owner="no-such-user")
+    assert host.run(["ls", "-a", "/tmp"], sudo=True).stdout == before
     host.run("rm -rf /tmp/tpx-test", sudo=True)
 
 

@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, plan=True)
     p.add_argument("--remove", action="store_true", help="undo provisioning (users, files)")
 
-    p = sub.add_parser("iptables", help="the ENVOY_EGRESS NAT chain")
+    p = sub.add_parser(
+        "iptables", help="the interception rules: the ENVOY_EGRESS NAT chain, or TPROXY's (mangle, ip rule)"
+    )
     p.add_argument("action", choices=["apply", "show", "remove"])
     _common(p, plan=True)
     p.add_argument(
@@ -198,7 +200,14 @@ def cmd_iptables(args) -> int:
         if args.action == "show":
             print("backend:", iptables.backend(host))
             df = iptables.show(host)
-            print(df.to_string(index=False) if len(df) else "ENVOY_EGRESS is not applied")
+            print(
+                df.to_string(index=False)
+                if len(df)
+                else "no rule of ours is applied (ENVOY_EGRESS, ENVOY_MARK, ENVOY_TPROXY)"
+            )
+            routes = iptables.show_routing(host)
+            if len(routes):  # interception: tproxy
+                print(routes.to_string(index=False))
             return EXIT_OK
         if args.action == "apply":
             # The lab's sshd is local: no one can be locked out there, so no rollback guard by default.

@@ -17,6 +17,9 @@ from pathlib import Path
 
 #: Every iptables rule of ours carries ``-m comment --comment "tproxy-nb: <why>"``.
 COMMENT_PREFIX = "tproxy-nb:"
+#: Our ip rules and routes (interception: tproxy) carry ``proto 201``: iproute2's own mark for who made an
+#: entry (``ip rule``/``ip route`` print it; 201 is unassigned in /etc/iproute2/rt_protos), as comments are for rules.
+ROUTE_PROTO = 201
 #: Start of the comment (GECOS) field of accounts we create.
 ACCOUNT_MARK = "tproxy-nb"
 #: File marking a directory tree as ours, so removal never deletes someone else's directory.

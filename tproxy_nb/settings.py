@@ -8,6 +8,7 @@ Example settings file (every key optional)::
     bypass:  {root: true, link_local: true}
     tls_deny: reset   # one of TLS_DENY_MODES
     tunnel: http1     # one of TUNNEL_MODES: how the sidecar carries CONNECT to igw
+    interception: redirect   # or tproxy: how connections reach the sidecar
 
 Example::
 
@@ -120,6 +121,7 @@ class Settings:
     log_level: str = "debug"
     tls_deny: str = "reset"  # what the sidecar does with TLS to a denied name: one of TLS_DENY_MODES
     tunnel: str = "http1"  # how the sidecar's CONNECT tunnels reach igw: one of TUNNEL_MODES
+    interception: str = "redirect"  # how connections reach the sidecar: one of INTERCEPTION_MODES
     source: str = "<defaults>"
 
     def replace(self, **changes: Any) -> Settings:
@@ -182,6 +184,10 @@ TLS_DENY_MODES = ("reset", "read-first", "sni", "deny-page")
 #: CONNECT per mTLS connection, the original write-up) or http2 (CONNECTs as streams of a few pooled
 #: HTTP/2 connections). igw accepts both.
 TUNNEL_MODES = ("http1", "http2")
+#: How the host hands the service's connections to the sidecar (tproxy_nb.render.firewall): redirect (nat
+#: REDIRECT in ENVOY_EGRESS, the original write-up) or tproxy (mangle marks, a local route and TPROXY onto
+#: transparent listeners; the sidecar then runs with CAP_NET_ADMIN).
+INTERCEPTION_MODES = ("redirect", "tproxy")
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "critical", "off")
 
 
@@ -338,6 +344,12 @@ def validate(s: Settings) -> None:
             s.tunnel,
             f"is not a tunnel the sidecar knows; choose one of {', '.join(TUNNEL_MODES)} "
             "(http1 is the original write-up: one connection to igw per CONNECT)",
+        )
+    if s.interception not in INTERCEPTION_MODES:
+        raise bad(
+            "interception",
+            s.interception,
+            f"is not a way to intercept; choose one of {', '.join(INTERCEPTION_MODES)} (redirect is the original)",
         )
     if s.log_level not in LOG_LEVELS:
         raise bad("log_level", s.log_level, f"must be one of {', '.join(LOG_LEVELS)}")

@@ -11,7 +11,9 @@ reads it back with no host at all, which is what a ``replay:DIR`` target analyse
     curl/as_envoy.json|csv   the same requests as the envoy user (they bypass the chain)
     logs/<envoy>.debug.log   each Envoy's debug log of the run; logs/<envoy>.access.log its access log
     configs/<envoy>.yaml     the configs the Envoys ran
-    iptables/nat.rules       iptables-save of our chain and its OUTPUT hook, with counters
+    iptables/nat.rules       iptables-save of our chain and its OUTPUT hook, with counters; nat6.rules the
+                             same from ip6tables-save (where the host has IPv6); with interception: tproxy
+                             also mangle.rules and mangle6.rules (ENVOY_MARK, ENVOY_TPROXY and their hooks)
     stats/<envoy>.before.txt and .after.txt   each Envoy's admin /stats around the requests
 
 No file may hold a private key: writing one fails and removes the file.
@@ -42,6 +44,7 @@ from ..analysis import curl
 from ..analysis import trace as tracing
 from ..errors import TproxyError
 from ..render import envoy
+from ..render.firewall import CHAIN, OUR_CHAINS, tool
 from ..settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,8 +80,10 @@ def private_keys(text: str) -> bool:
     return bool(KEY_BLOCK.search(text))
 
 
-def our_chain(save: str) -> str:
-    """The lines of ``iptables-save`` output that belong to us: table headers, ENVOY_EGRESS, its OUTPUT hook.
+def our_chain(save: str, chains: tuple[str, ...] = (CHAIN,)) -> str:
+    """The lines of ``iptables-save`` output that belong to us: table headers, our chains, their hooks.
+
+    chains: the chains of ours to keep (ENVOY_EGRESS; for the mangle table ENVOY_MARK and ENVOY_TPROXY).
 
     Example: ``our_chain("*nat\\n:OUTPUT ACCEPT [0:0]\\n-A OUTPUT -j DOCKER\\n-A OUTPUT -j ENVOY_EGRESS\\nCOMMIT")``
     -> ``"*nat\\n-A OUTPUT -j ENVOY_EGRESS\\nCOMMIT\\n"``.
@@ -86,9 +91,9 @@ def our_chain(save: str) -> str:
     keep = []
     for line in save.splitlines():
         words = line.split()
-        if line.startswith(("*", "COMMIT")) or line.startswith(":ENVOY_EGRESS"):
+        if line.startswith(("*", "COMMIT")) or any(line.startswith(f":{c} ") for c in chains):
             keep.append(line)
-        elif "ENVOY_EGRESS" in words and ("-A" in words or "-I" in words):
+        elif set(chains) & set(words) and ("-A" in words or "-I" in words):
             keep.append(line)
     return "\n".join(keep) + "\n"
 
@@ -231,8 +236,12 @@ def record(
         write_file(root, f"configs/{name}.yaml", str(host.get(envoy.config_path(settings, name), sudo=True)))
         write_file(root, f"stats/{name}.before.txt", stats_before.get(name, ""))
         write_file(root, f"stats/{name}.after.txt", after[name])
-    save = run_iptables(host, ["iptables-save", "-t", "nat", "-c"]).stdout
-    write_file(root, "iptables/nat.rules", our_chain(save))
+    tables = ("nat", "mangle") if settings.interception == "tproxy" else ("nat",)
+    for family in firewall.shown_families(host):
+        for table in tables:
+            save = run_iptables(host, [tool(family, "-save"), "-t", table, "-c"]).stdout
+            six = "6" if family == "ipv6" else ""
+            write_file(root, f"iptables/{table}{six}.rules", our_chain(save, OUR_CHAINS[table]))
     facts = {**target_facts(host, settings), "iptables backend": firewall.backend(host)}
     write_file(root, "facts.json", json.dumps(facts, indent=1))
     write_file(root, "settings.yaml", yaml.safe_dump(settings.to_dict(), sort_keys=False))

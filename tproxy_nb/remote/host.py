@@ -17,6 +17,7 @@ import io
 import logging
 import os
 import re
+import secrets
 import select
 import shlex
 import signal
@@ -639,48 +640,64 @@ class Host:
         sudo = sudo or owner is not None or group is not None
         want_owner = owner or (None if not sudo else "root")
         want_group = group or (want_owner if owner else None)
-        current = self.stat(remote, sudo=sudo)
-        if current and self.sha256(remote, sudo=sudo) == digest:
+        # Every exchange costs a round trip (far from the host, 100 ms or more): one command reads the file's
+        # state, one SFTP transfer and one command put it in place and verify it.
+        current = self._probe(remote, sudo=sudo)
+        if current and current["sha256"] == digest:
             fixes = []
             if current["mode"] != mode:
-                fixes.append(["chmod", f"{mode:o}", "--", remote])
+                fixes.append(f"chmod {mode:o} -- {shlex.quote(remote)}")
             if want_owner and (current["owner"] != want_owner or (want_group and current["group"] != want_group)):
-                fixes.append(["chown", f"{want_owner}:{want_group or current['group']}", "--", remote])
-            for fix in fixes:
-                self.run(fix, sudo=sudo)
+                owner_group = shlex.quote(f"{want_owner}:{want_group or current['group']}")
+                fixes.append(f"chown {owner_group} -- {shlex.quote(remote)}")
+            if fixes:
+                self.run(["sh", "-c", " && ".join(fixes)], sudo=sudo)
             return bool(fixes)
         sftp = self._sftp_client()
-        staging_dir = None
         if sudo:
-            # A private (0700) directory: a key being staged is never readable by other users, not even briefly.
-            staging_dir = self.run(["mktemp", "-d", "/tmp/.tproxy-nb-XXXXXXXX"]).stdout.strip()
-        staging = remote if not sudo else f"{staging_dir}/upload"
-        if not sudo:
+            # A private (0700) directory of a name nobody can guess: a key being staged is never readable by
+            # other users, not even briefly; mkdir fails rather than reuse a directory someone else made.
+            staging_dir = f"/tmp/.tproxy-nb-{secrets.token_hex(8)}"
+            sftp.mkdir(staging_dir, mode=0o700)
+            staging = f"{staging_dir}/upload"
+            install = ["install", "-D", "-m", f"{mode:o}"]
+            install += ["-o", want_owner] if want_owner else []
+            install += ["-g", want_group] if want_group else []
+            finish = f'{to_shell(install)} -- "$1" "$2"; rc=$?; rm -rf -- "$3"; [ "$rc" -eq 0 ] && sha256sum -- "$2"'
+            finish_argv = ["sh", "-c", finish, "sh", staging, remote, staging_dir]
+        else:
+            staging_dir = None
+            staging = remote
             self.run(["mkdir", "-p", "--", os.path.dirname(remote) or "."])
+            finish_argv = ["sh", "-c", 'chmod "$1" -- "$2" && sha256sum -- "$2"', "sh", f"{mode:o}", remote]
         show = progress if progress is not None else size >= PROGRESS_MIN_BYTES
         fileobj = open(data_path, "rb") if data_path else io.BytesIO(data)
         try:
             with fileobj, _progress_bar(show, size, os.path.basename(remote)) as cb:
                 sftp.putfo(fileobj, staging, file_size=size, callback=cb, confirm=True)
-            if sudo:
-                install = ["install", "-D", "-m", f"{mode:o}"]
-                if want_owner:
-                    install += ["-o", want_owner]
-                if want_group:
-                    install += ["-g", want_group]
-                self.run(install + ["--", staging, remote], sudo=True, timeout=300)
-            else:
-                sftp.chmod(staging, mode)
-        finally:
+        except BaseException:
             if staging_dir:
                 self.run(["rm", "-rf", "--", staging_dir], check=False)
-        got = self.sha256(remote, sudo=sudo)
+            raise
+        r = self.run(finish_argv, sudo=sudo, check=False, timeout=300)
+        got = r.stdout.split()[0] if r.ok and r.stdout else None
+        if not r.ok and not r.stdout:
+            raise CommandError(r)
         if got != digest:
             raise TproxyError(
                 f"Upload of {remote} to {self.name} arrived corrupted (sha256 {got} != {digest}). "
                 "Retry; check free disk space on the host."
             )
         return True
+
+    def _probe(self, remote: str, sudo: bool = False) -> dict | None:
+        """Mode (int), owner, group and sha256 of a remote file in one round trip, or None when it is missing."""
+        script = 'stat -c "%a %U %G" -- "$1" && sha256sum -- "$1"'
+        r = self.run(["sh", "-c", script, "sh", remote], sudo=sudo, check=False, timeout=120)
+        fields = r.stdout.split()
+        if not r.ok or len(fields) < 4:
+            return None
+        return {"mode": int(fields[0], 8), "owner": fields[1], "group": fields[2], "sha256": fields[3]}
 
     def put_text(self, text: str, remote: str, **kw) -> bool:
         """Upload ``text`` as a file (UTF-8); same options as :meth:`put`."""

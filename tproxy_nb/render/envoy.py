@@ -252,6 +252,7 @@ def template_values(settings: Settings, name: str) -> dict[str, str]:
         "explicit_proxy_port": p.explicit_proxy,
         "tls_deny": settings.tls_deny,
         "tunnel": settings.tunnel,
+        "transparent": "true" if settings.interception == "tproxy" else "false",
         "access_log_path": log_path(settings, name, access=True),
         "config_path": config_path(settings, name),
         "igw_san": certs.GATEWAY_DNS["igw"],

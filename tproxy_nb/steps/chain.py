@@ -119,3 +119,24 @@ def switch_tunnel(host: Host, settings: Settings, mode: str) -> tuple[Settings, 
     Example: ``s2, _ = switch_tunnel(host, s, "http2"); envoy_proc.gateway_counts(host, s2)["igw"]``.
     """
     return switch_sidecar(host, settings, tunnel=mode)
+
+
+def switch_interception(
+    host: Host, settings: Settings, mode: str, guard_seconds: float | None = firewall.DEFAULT_GUARD_SECONDS
+) -> tuple[Settings, list[Plan]]:
+    """Switch a running chain to another ``interception`` (``redirect`` or ``tproxy``); the gateways keep running.
+
+    The sidecar is re-rendered (transparent listeners or not) and restarted (with or without CAP_NET_ADMIN),
+    and the firewall rules are swapped; the other mode's rules, ip rule and route are removed. The order
+    keeps the window short where a connection finds no listener: the sidecar first when going to tproxy
+    (a transparent listener also takes REDIRECTed connections), the rules first when going back.
+    Returns the settings with the new mode and the plans, as applied.
+
+    Example: ``s2, plans = switch_interception(host, s, "tproxy", guard_seconds=None); check.run_cases(host, s2)``.
+    """
+    new = settings.replace(interception=mode)
+    if mode == "tproxy":
+        plans = [reload_sidecar(host, new), firewall.apply(host, new, guard_seconds=guard_seconds)]
+    else:
+        plans = [firewall.apply(host, new, guard_seconds=guard_seconds), reload_sidecar(host, new)]
+    return new, plans

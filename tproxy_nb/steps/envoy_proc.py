@@ -182,6 +182,28 @@ def plan_start(host: Host, settings: Settings, names=NAMES) -> Plan:
     return plan_processes(facts.envoy_processes(host, settings, names), settings, names)
 
 
+def needs_net_admin(settings: Settings, name: str) -> bool:
+    """True for the sidecar under ``interception: tproxy``: its transparent listeners need CAP_NET_ADMIN.
+
+    Example: ``needs_net_admin(s.replace(interception="tproxy"), "sidecar")`` -> True.
+    """
+    return name == "sidecar" and settings.interception == "tproxy"
+
+
+def with_net_admin(settings: Settings, script: str) -> list[str]:
+    """Run ``script`` as the envoy user holding CAP_NET_ADMIN, and nothing more (run it as root).
+
+    ``setpriv`` (util-linux) switches to the envoy uid, gid and groups and raises the capability as an
+    *ambient* one, which survives the ``exec`` of sh and of Envoy (a file capability on the binary would
+    do it for every user of it). Envoy never runs as root; it can set IP_TRANSPARENT, which TPROXY needs.
+
+    Example: ``host.run(with_net_admin(s, launch_script(s, "sidecar")), sudo=True)``.
+    """
+    a = settings.envoy
+    caps = ["--inh-caps", "+net_admin", "--ambient-caps", "+net_admin"]
+    return ["setpriv", "--reuid", a.user, "--regid", a.group, "--init-groups", *caps, "--", "sh", "-c", script]
+
+
 def start(host: Host, settings: Settings, names=NAMES) -> list[str]:
     """Start the Envoys that are not running; leave running and ready ones alone.
 
@@ -205,7 +227,10 @@ def start(host: Host, settings: Settings, names=NAMES) -> list[str]:
     for name, launch in todo:
         if launch:
             _clean_shm(host, settings, name)
-            host.run(launch_script(settings, name), user=settings.envoy.user, timeout=30)
+            if needs_net_admin(settings, name):
+                host.run(with_net_admin(settings, launch_script(settings, name)), sudo=True, timeout=30)
+            else:
+                host.run(launch_script(settings, name), user=settings.envoy.user, timeout=30)
     for name, _ in todo:
         r = host.run(
             wait_ready_script(settings, name), user=settings.envoy.user, check=False, timeout=READY_TIMEOUT_S + 15

