@@ -3,9 +3,11 @@
 A token-bucket filter on both ends of the veth between this machine and the lab host
 (``tc qdisc add dev <veth> root tbf rate 20mbit burst 32kbit latency 400ms``) makes the link as slow as
 an uplink to EC2; the lab is taken down and brought up again (a fresh host: no accounts, no files, no
-binary), and the first ``chain.up`` is timed: it uploads the Envoy binary gzip-compressed (``auto``: the
-lab reaches no package index). The compressed binary is made before the clock starts (it is cached on
-this machine after the first run anyway). The filters are removed afterwards, also on failure.
+binary), and the first provision (``chain.up`` through ``provision``, what ``tproxy-nb provision`` does) is
+timed, then the whole ``chain.up`` (rules loaded, Envoys started and ready) beside it. Provisioning
+uploads the Envoy binary gzip-compressed (``auto``: the lab reaches no package index). The compressed
+binary is made before the clock starts (it is cached on this machine after the first run anyway). The
+filters are removed afterwards, also on failure.
 
 Run by ``make bench``; alone: ``python -m bench.slow_link``. Writes ``build/bench/slow_link.json``.
 """
@@ -74,8 +76,11 @@ def first_provision(rate: str = RATE) -> dict:
     try:
         shape(rate)
         t0 = time.monotonic()
-        plans = chain.up(host, s, guard_seconds=None)
+        plans = chain.up(host, s, through="provision", guard_seconds=None)
         seconds = time.monotonic() - t0
+        # Then the rest of the chain (rules, Envoys started and ready), reported beside it.
+        chain.up(host, s, guard_seconds=None)
+        whole = time.monotonic() - t0
         shaped = sent_bytes(*ENDS[0])
         outcomes = check.run_cases(host, s, progress=False)["outcome"].tolist()
     finally:
@@ -91,6 +96,7 @@ def first_provision(rate: str = RATE) -> dict:
     return {
         "rate": rate,
         "seconds": round(seconds, 2),
+        "whole_chain_up_s": round(whole, 2),
         "goal_s": GOAL_S,
         "met": seconds <= GOAL_S,
         "envoy_binary": binary.notes[0] if binary.notes else "",
@@ -108,7 +114,10 @@ def main(out_dir: Path, rate: str = RATE) -> dict:
     result = first_provision(rate)
     (out_dir / "slow_link.json").write_text(json.dumps(result, indent=2))
     verdict = "within" if result["met"] else "over"
-    print(f"first provision through {rate}: {result['seconds']} s ({verdict} the {GOAL_S:g} s goal)")
+    print(
+        f"first provision through {rate}: {result['seconds']} s ({verdict} the {GOAL_S:g} s goal); "
+        f"whole chain up: {result['whole_chain_up_s']} s"
+    )
     return result
 
 
