@@ -1,5 +1,5 @@
-"""Chain configurations side by side: direct, redirect+http1, redirect+http2 (and tproxy+http1 once
-``interception`` is a setting), each over the four cases.
+"""Chain configurations side by side: direct, redirect+http1, redirect+http2 and tproxy+http1, each over
+the four cases.
 
 Per configuration and case: median and IQR of curl's total time, and the connections each gateway took per
 request (deltas of its admin counters). Run by ``make bench``; writes ``build/bench/modes.json`` and
@@ -31,19 +31,13 @@ class Config:
     direct: bool = False  # as the envoy user: its traffic bypasses the chain
 
 
-def configurations(settings_type: type = Settings) -> list[Config]:
-    """The configurations to compare; tproxy+http1 only where the settings know ``interception``.
-
-    Example: ``[c.name for c in configurations()][:3]`` -> ``["direct", "redirect+http1", "redirect+http2"]``.
-    """
-    found = [
-        Config("direct", {}, direct=True),
-        Config("redirect+http1", {"tunnel": "http1"}),
-        Config("redirect+http2", {"tunnel": "http2"}),
-    ]
-    if "interception" in {f.name for f in dataclasses.fields(settings_type)}:
-        found.append(Config("tproxy+http1", {"interception": "tproxy", "tunnel": "http1"}))
-    return found
+#: The configurations compared, in the table's column order.
+CONFIGS = (
+    Config("direct", {}, direct=True),
+    Config("redirect+http1", {"tunnel": "http1"}),
+    Config("redirect+http2", {"tunnel": "http2"}),
+    Config("tproxy+http1", {"interception": "tproxy", "tunnel": "http1"}),
+)
 
 
 def measure(host, s: Settings, config: Config, repeat: int) -> tuple[pd.DataFrame, list[dict]]:
@@ -65,16 +59,15 @@ def measure(host, s: Settings, config: Config, repeat: int) -> tuple[pd.DataFram
 
 
 def switch(host, current: Settings, wanted: Settings) -> Settings:
-    """Bring the running chain from ``current`` to ``wanted``: the sidecar alone when only it changes."""
-    changed = {f.name for f in dataclasses.fields(Settings) if getattr(current, f.name) != getattr(wanted, f.name)}
-    if not changed:
-        return current
-    if changed <= set(chain.SIDECAR_SETTINGS):
-        return chain.switch_sidecar(host, current, **{k: getattr(wanted, k) for k in changed})[0]
-    # Anything else (interception: the firewall and the sidecar's listeners) starts from nothing, not half-switched.
-    chain.down(host, current)
-    chain.up(host, wanted, guard_seconds=None)
-    return wanted
+    """Bring the running chain from ``current`` to ``wanted``, restarting as little as the change needs."""
+    if wanted.interception != current.interception:
+        current = chain.switch_interception(host, current, wanted.interception, guard_seconds=None)[0]
+    changed = {k: getattr(wanted, k) for k in chain.SIDECAR_SETTINGS if getattr(current, k) != getattr(wanted, k)}
+    if changed:
+        current = chain.switch_sidecar(host, current, **changed)[0]
+    if current != wanted:
+        raise ValueError(f"the bench switches only interception and {', '.join(chain.SIDECAR_SETTINGS)}")
+    return current
 
 
 def run(repeat: int, rounds: int = 4) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -89,7 +82,7 @@ def run(repeat: int, rounds: int = 4) -> tuple[pd.DataFrame, pd.DataFrame]:
         chain.up(host, current, guard_seconds=None)
         for r in range(rounds):
             n = repeat // rounds + (1 if r < repeat % rounds else 0)
-            for config in configurations() if n else []:
+            for config in CONFIGS if n else []:
                 if not config.direct:
                     current = switch(host, current, Settings().replace(**config.changes))
                 df, p = measure(host, current, config, n)
@@ -119,7 +112,7 @@ def main(out_dir: Path, repeat: int = 20, rounds: int = 4) -> dict:
     out = {
         "repeat": repeat,
         "rounds": rounds,
-        "configs": [c.name for c in configurations()],
+        "configs": [c.name for c in CONFIGS],
         "rows": t.to_dict(orient="records"),
     }
     (out_dir / "modes.json").write_text(json.dumps(out, indent=2, default=str))

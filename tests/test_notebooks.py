@@ -396,8 +396,9 @@ def test_tproxy_nb_run_hands_known_hosts_to_the_notebooks(tmp_path, monkeypatch)
 
 def test_admin_counters_are_parsed_and_what_moved_is_kept():
     from tproxy_nb import tutorial
+    from tproxy_nb.render.envoy import parse_counters
 
-    before = tutorial.parse_counters(
+    before = parse_counters(
         "http.igw.rbac.allowed: 0\nhttp.igw.rbac.denied: 0\n"
         "cluster_manager.active_clusters: 2\nserver.version: 1.40.0\n"
         "igw::127.0.0.1:12010::cx_total::0\nigw::127.0.0.1:12010::health_flags::healthy"

@@ -1,7 +1,5 @@
 """Connections per request at the gateways, timing summaries, and the bench's table of configurations (pure)."""
 
-import dataclasses
-
 import pandas as pd
 import pytest
 
@@ -27,19 +25,11 @@ def test_timing_summary_gives_median_and_iqr_in_milliseconds_per_group():
     assert rows.loc["b", "iqr_ms"] == 0 and list(rows.index) == ["a", "b"]
 
 
-def test_the_bench_compares_tproxy_only_once_the_settings_know_interception():
-    assert [c.name for c in modes.configurations()] == ["direct", "redirect+http1", "redirect+http2"] + (
-        ["tproxy+http1"] if "interception" in {f.name for f in dataclasses.fields(Settings)} else []
-    )
-
-    @dataclasses.dataclass
-    class WithInterception:
-        interception: str = "redirect"
-
-    assert [c.name for c in modes.configurations(WithInterception)][-1] == "tproxy+http1"
+def test_the_bench_compares_direct_both_tunnels_and_tproxy():
+    assert [c.name for c in modes.CONFIGS] == ["direct", "redirect+http1", "redirect+http2", "tproxy+http1"]
 
 
-@pytest.mark.parametrize("config", modes.configurations(), ids=lambda c: c.name)
+@pytest.mark.parametrize("config", modes.CONFIGS, ids=lambda c: c.name)
 def test_each_configuration_is_valid_settings(config):
     assert Settings().replace(**config.changes).tunnel in ("http1", "http2")
 

@@ -22,7 +22,6 @@ import pandas as pd
 
 from .errors import StepError
 from .remote.host import Host
-from .render import envoy
 from .settings import Settings, load_settings
 from .steps import envoy_proc, firewall
 from .targets import connect, is_lab, replay_dir
@@ -168,12 +167,6 @@ def parse_clusters(text: str) -> pd.DataFrame:
     wide = df.pivot(index=["cluster", "host"], columns="stat", values="value").reset_index()
     wide.columns.name = None
     return wide
-
-
-#: The integer counters of an admin page (``parse_counters(text)``) and of a running Envoy now
-#: (``admin_counters(host, s, "igw", "/stats?filter=rbac")``): the notebooks call them by these names.
-parse_counters = envoy.parse_counters
-admin_counters = envoy_proc.counters
 
 
 def counter_changes(before: dict[str, int], after: dict[str, int]) -> pd.DataFrame:

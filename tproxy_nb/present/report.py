@@ -121,12 +121,17 @@ def parameters_source(
     )
 
 
+def tagged_cells(nb: nbformat.NotebookNode, tag: str) -> list[int]:
+    """Indexes of the code cells that carry ``tag`` in their metadata."""
+    return [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and tag in c.get("metadata", {}).get("tags", [])]
+
+
 def inject_parameters(nb: nbformat.NotebookNode, source: str) -> int:
     """Replace the source of the one cell tagged ``parameters``; return its index.
 
     Raises :class:`ReportError` unless exactly one cell carries the tag.
     """
-    tagged = [i for i, c in enumerate(nb.cells) if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])]
+    tagged = tagged_cells(nb, PARAMETERS_TAG)
     if len(tagged) != 1:
         raise ReportError(
             f"A notebook must have exactly one cell tagged {PARAMETERS_TAG!r}; found {len(tagged)}. "
@@ -143,10 +148,11 @@ def cell_html(nb: nbformat.NotebookNode, tag: str) -> str | None:
 
     Example: ``cell_html(nbformat.read("build/report/05_remedies.ipynb", 4), "remedies-table")`` -> ``"<style>..."``.
     """
-    tagged = [c for c in nb.cells if c.cell_type == "code" and tag in c.get("metadata", {}).get("tags", [])]
+    tagged = tagged_cells(nb, tag)
     if len(tagged) != 1:
         return None
-    shown = [o["data"]["text/html"] for o in tagged[0].get("outputs", []) if "text/html" in o.get("data", {})]
+    cell = nb.cells[tagged[0]]
+    shown = [o["data"]["text/html"] for o in cell.get("outputs", []) if "text/html" in o.get("data", {})]
     if not shown:
         return None
     html_text = shown[-1]
